@@ -1,0 +1,1 @@
+"""Remedy's flows (one module per deployment) and the `remedy` command line."""

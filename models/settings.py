@@ -1,0 +1,63 @@
+"""Remedy's settings: one pydantic-settings class, read lazily from the environment (prefix REMEDY_)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of a Remedy installation; secrets are SecretStr and never printed."""
+
+    model_config = SettingsConfigDict(env_prefix="REMEDY_", env_file=".env", extra="ignore")
+
+    home: Path = Field(
+        default=Path("var"),
+        description="Directory for local state: the SQLite case store, the key file, the demo mail.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the case store; default: a SQLite file under `home`. "
+        "PostgreSQL: postgresql+psycopg://user@host:5432/dbname",
+    )
+    database_schema: str | None = Field(
+        default=None,
+        description="PostgreSQL schema to use (search_path); default: the server's default.",
+        pattern=r"^[a-z_][a-z0-9_]{0,62}$",
+    )
+    encryption_key: SecretStr | None = Field(
+        default=None,
+        description="Fernet key(s) for identifying data, comma-separated; the first encrypts, "
+        "all decrypt (key rotation). Default: read from `encryption_key_file`.",
+    )
+    encryption_key_file: Path | None = Field(
+        default=None, description="File holding the Fernet key(s); default: <home>/remedy.key."
+    )
+    policy_file: Path | None = Field(
+        default=None, description="Operator's policy file (TOML); default: the shipped policy."
+    )
+    timezone: str = Field(default="UTC", description="Time zone used to display dates.")
+
+    @field_validator("database_url")
+    @classmethod
+    def _no_blank_url(cls, v: str | None) -> str | None:
+        return v or None
+
+    def resolved_database_url(self) -> str:
+        """Return the case-store URL, defaulting to the SQLite file under home."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.home / 'remedy.db').resolve()}"
+
+    def resolved_key_file(self) -> Path:
+        """Return the path of the key file."""
+        return self.encryption_key_file or self.home / "remedy.key"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Return the settings, read from the environment on first use."""
+    return Settings()

@@ -1,0 +1,472 @@
+"""The case store: SQLModel tables (domain.md §9). Schema changes go through Alembic migrations.
+
+Identifying data of affected persons and reporters lives only in `*_ciphertext` columns
+(Fernet, see tasks.vault); every other column holds pseudonyms, references and enums.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+from models.dbtypes import JSONType, UTCDateTime, enum_type
+from models.enums import (
+    ActionKind,
+    AgeBand,
+    CaseState,
+    CaseStatus,
+    ChatKind,
+    ClosureType,
+    ConsentMethod,
+    ConsentPurpose,
+    DecisionKind,
+    DecisionRequestStatus,
+    IndicatorStatus,
+    Involvement,
+    Locale,
+    MilestoneStatus,
+    Mineral,
+    NotificationChannel,
+    NotificationStatus,
+    OrganisationType,
+    PlanStatus,
+    RemedyRole,
+    ResponseLevel,
+    RiskLevel,
+    Role,
+    ScreeningOutcome,
+    Severity,
+    Sex,
+    SourceType,
+)
+from models.enums import Channel as IntakeChannel
+
+# Named constraints keep Alembic's batch migrations on SQLite deterministic.
+SQLModel.metadata.naming_convention = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def _id() -> Any:
+    return Field(default_factory=uuid.uuid4, primary_key=True)
+
+
+def _when(*, nullable: bool = False, index: bool = False) -> Any:
+    return Field(default=None, sa_type=UTCDateTime(), nullable=nullable, index=index)
+
+
+def _enum(
+    enum_cls: Any, *, nullable: bool = False, default: Any = None, index: bool = False
+) -> Any:
+    return Field(default=default, sa_type=enum_type(enum_cls), nullable=nullable, index=index)
+
+
+def _json(*, default_factory: Any = list) -> Any:
+    return Field(default_factory=default_factory, sa_type=JSONType, nullable=False)
+
+
+def _fk(target: str, *, nullable: bool = False, index: bool = True) -> Any:
+    return Field(default=None, foreign_key=target, nullable=nullable, index=index)
+
+
+class Organisation(SQLModel, table=True):
+    """A company, programme, site, provider or authority that takes part in cases."""
+
+    __tablename__ = "organisation"
+    id: uuid.UUID = _id()
+    key: str = Field(max_length=64, unique=True)
+    name: str = Field(max_length=200)
+    type: OrganisationType = _enum(OrganisationType)
+    country: str | None = Field(default=None, max_length=2)
+    external_ids: dict[str, str] = _json(default_factory=dict)
+    audit_status: str | None = Field(default=None, max_length=40)
+    created_at: datetime = _when()
+
+
+class Stakeholder(SQLModel, table=True):
+    """A person who receives notifications and may hold roles on cases (staff, not victims)."""
+
+    __tablename__ = "stakeholder"
+    id: uuid.UUID = _id()
+    key: str = Field(max_length=64, unique=True)
+    display_name: str = Field(max_length=200)
+    organisation_id: uuid.UUID | None = _fk("organisation.id", nullable=True)
+    locale: Locale = _enum(Locale, default=Locale.EN)
+    email: str | None = Field(default=None, max_length=320)
+    chat_kind: ChatKind | None = _enum(ChatKind, nullable=True)
+    chat_address: str | None = Field(default=None, max_length=200)
+    # Where the chat webhook URL (a credential) is kept: "env:NAME" or "block:secret-name".
+    chat_secret_ref: str | None = Field(default=None, max_length=200)
+    default_roles: list[str] = _json()
+    active: bool = True
+    created_at: datetime = _when()
+
+    def __repr__(self) -> str:
+        return f"Stakeholder(key={self.key!r})"
+
+
+class CaseSequence(SQLModel, table=True):
+    """The last case number issued per year, for references like RC-2026-0007."""
+
+    __tablename__ = "case_sequence"
+    year: int = Field(primary_key=True)
+    last: int = 0
+
+
+class RemediationCase(SQLModel, table=True):
+    """One remediation case: where it stands in the six steps and the deadlines that bind it."""
+
+    __tablename__ = "remediation_case"
+    __table_args__ = (sa.Index("ix_remediation_case_status_state", "status", "state"),)
+    id: uuid.UUID = _id()
+    reference: str = Field(max_length=20, unique=True)
+    state: CaseState = _enum(CaseState, default=CaseState.INTAKE)
+    step: int = Field(default=1, ge=1, le=6)
+    status: CaseStatus = _enum(CaseStatus, default=CaseStatus.ACTIVE)
+    held_from: CaseState | None = _enum(CaseState, nullable=True)
+    state_changed_at: datetime = _when()
+    severity: Severity | None = _enum(Severity, nullable=True)
+    severity_is_final: bool = False
+    involvement: Involvement | None = _enum(Involvement, nullable=True)
+    response_level: ResponseLevel | None = _enum(ResponseLevel, nullable=True)
+    remedy_role: RemedyRole | None = _enum(RemedyRole, nullable=True)
+    closure_type: ClosureType | None = _enum(ClosureType, nullable=True)
+    lead_organisation_id: uuid.UUID | None = _fk("organisation.id", nullable=True)
+    opened_at: datetime = _when()
+    closed_at: datetime | None = _when(nullable=True)
+    acknowledge_by: datetime | None = _when(nullable=True)
+    verify_by: datetime | None = _when(nullable=True)
+    decide_by: datetime | None = _when(nullable=True)
+    plan_by: datetime | None = _when(nullable=True)
+    version: int = 1
+
+    def __repr__(self) -> str:
+        return f"RemediationCase(reference={self.reference!r}, state={self.state!s})"
+
+
+class CaseMember(SQLModel, table=True):
+    """Who plays which role on which case."""
+
+    __tablename__ = "case_member"
+    __table_args__ = (sa.UniqueConstraint("case_id", "stakeholder_id", "role"),)
+    id: uuid.UUID = _id()
+    case_id: uuid.UUID = _fk("remediation_case.id")
+    stakeholder_id: uuid.UUID = _fk("stakeholder.id")
+    role: Role = _enum(Role)
+    added_at: datetime = _when()
+
+
+class Allegation(SQLModel, table=True):
+    """An incoming report; its narrative and the reporter's identity are encrypted."""
+
+    __tablename__ = "allegation"
+    id: uuid.UUID = _id()
+    case_id: uuid.UUID = _fk("remediation_case.id")
+    received_at: datetime = _when()
+    occurred_on: date | None = None
+    source_type: SourceType = _enum(SourceType)
+    channel: IntakeChannel = _enum(IntakeChannel)
+    anonymous: bool = False
+    language: str = Field(max_length=35)
+    country: str = Field(max_length=2, index=True)
+    site: str | None = Field(default=None, max_length=200)
+    mineral: Mineral = _enum(Mineral)
+    persons_reported: int = 0
+    reported_indicators: list[str] = _json()
+    description_ciphertext: str = Field(sa_type=sa.Text)
+    reporter_ciphertext: str | None = Field(default=None, sa_type=sa.Text)
+    # Keyed hash (HMAC) of the report's content: finds duplicates without exposing the text.
+    content_hash: str = Field(max_length=64, unique=True)
+    screening_outcome: ScreeningOutcome = _enum(ScreeningOutcome, default=ScreeningOutcome.PENDING)
+    screening_reason: str | None = Field(default=None, max_length=2000)
+    duplicate_of_case_id: uuid.UUID | None = _fk("remediation_case.id", nullable=True)
+
+    def __repr__(self) -> str:
+        return f"Allegation(id={self.id!s})"
+
+
+class AllegationOrganisation(SQLModel, table=True):
+    """An organisation the allegation names, and in which capacity."""
+
+    __tablename__ = "allegation_organisation"
+    __table_args__ = (sa.UniqueConstraint("allegation_id", "organisation_id", "relation"),)
+    id: uuid.UUID = _id()
+    allegation_id: uuid.UUID = _fk("allegation.id")
+    organisation_id: uuid.UUID = _fk("organisation.id")
+    relation: str = Field(max_length=40)
+    tier: int | None = Field(default=None, ge=0, le=10)
+
+
+class AffectedPerson(SQLModel, table=True):
+    """A victim or affected worker, known by a pseudonym; identity only in the ciphertext."""
+
+    __tablename__ = "affected_person"
+    __table_args__ = (sa.UniqueConstraint("case_id", "pseudonym"),)
+    id: uuid.UUID = _id()
+    case_id: uuid.UUID = _fk("remediation_case.id")
+    pseudonym: str = Field(max_length=20)
+    age_band: AgeBand = _enum(AgeBand, default=AgeBand.UNKNOWN)
+    is_minor: bool = False
+    age_uncertain: bool = False
+    sex: Sex = _enum(Sex, default=Sex.UNKNOWN)
+    nationality: str | None = Field(default=None, max_length=2)
+    languages: list[str] = _json()
+    identity_ciphertext: str | None = Field(default=None, sa_type=sa.Text)
+    created_at: datetime = _when()
+
+    def __repr__(self) -> str:
+        return f"AffectedPerson(pseudonym={self.pseudonym!r})"
+
+
+class ConsentRecord(SQLModel, table=True):
+    """Consent of an affected person (or guardian) for one purpose and set of recipients."""
+
+    __tablename__ = "consent_record"
+    id: uuid.UUID = _id()
+    case_id: uuid.UUID = _fk("remediation_case.id")
+    person_id: uuid.UUID = _fk("affected_person.id")
+    purpose: ConsentPurpose = _enum(ConsentPurpose)
+    recipients: list[str] = _json()
+    method: ConsentMethod = _enum(ConsentMethod)
+    language: str | None = Field(default=None, max_length=35)
+    interpreter_used: bool = False
+    given_at: datetime = _when()
+    expires_at: datetime | None = _when(nullable=True)
+    withdrawn_at: datetime | None = _when(nullable=True)
+    recorded_by_id: uuid.UUID | None = _fk("stakeholder.id", nullable=True)
+
+
+class SafetyAssessment(SQLModel, table=True):
+    """The risk assessment that must precede any contact or supplier notice."""
+
+    __tablename__ = "safety_assessment"
+    id: uuid.UUID = _id()
+    case_id: uuid.UUID = _fk("remediation_case.id")
+    assessor_id: uuid.UUID | None = _fk("stakeholder.id", nullable=True)
+    assessed_at: datetime = _when()
+    risk_level: RiskLevel = _enum(RiskLevel)
+    risks: list[str] = _json()
+    mitigation: str | None = Field(default=None, max_length=2000)
+    contact_cleared: bool = False
+    valid_until: datetime | None = _when(nullable=True)
+
+
+class VerificationFinding(SQLModel, table=True):
+    """ILO forced-labour indicators and the Palermo act / means / purpose test for a case."""
+
+    __tablename__ = "verification_finding"
+    id: uuid.UUID = _id()
+    case_id: uuid.UUID = _fk("remediation_case.id")
+    assessed_by_id: uuid.UUID | None = _fk("stakeholder.id", nullable=True)
+    assessed_at: datetime = _when()
+    ilo_indicators: dict[str, str] = _json(default_factory=dict)
+    palermo_act: IndicatorStatus = _enum(IndicatorStatus, default=IndicatorStatus.UNKNOWN)
+    palermo_means: IndicatorStatus = _enum(IndicatorStatus, default=IndicatorStatus.UNKNOWN)
+    palermo_purpose: IndicatorStatus = _enum(IndicatorStatus, default=IndicatorStatus.UNKNOWN)
+    annex_ii: list[str] = _json()
+    minors_involved: bool = False
+    trafficking_indicated: bool = False
+    forced_labour_indicated: bool = False
+
+
+class DecisionRequest(SQLModel, table=True):
+    """A decision a step waits for, mirrored from Prefect so CLI, page and sweep can find it."""
+
+    __tablename__ = "decision_request"
+    __table_args__ = (
+        sa.UniqueConstraint("case_id", "kind", "round"),
+        sa.Index("ix_decision_request_status_due_at", "status", "due_at"),
+    )
+    id: uuid.UUID = _id()
+    case_id: uuid.UUID = _fk("remediation_case.id")
+    kind: DecisionKind = _enum(DecisionKind)
+    step: int = Field(ge=1, le=6)
+    round: int = 1
+    status: DecisionRequestStatus = _enum(
+        DecisionRequestStatus, default=DecisionRequestStatus.WAITING
+    )
+    flow_run_id: uuid.UUID | None = None
+    suspend_key: str = Field(max_length=120, unique=True)
+    requested_at: datetime = _when()
+    due_at: datetime | None = _when(nullable=True)
+    decided_at: datetime | None = _when(nullable=True)
+    approver_ids: list[str] = _json()
+    required_approvals: int = 1
+    last_reminded_at: datetime | None = _when(nullable=True)
+    escalated_at: datetime | None = _when(nullable=True)
+
+
+class ApprovalCode(SQLModel, table=True):
+    """A one-time approval code sent to one designated approver; only its hash is kept."""
+
+    __tablename__ = "approval_code"
+    __table_args__ = (sa.UniqueConstraint("request_id", "stakeholder_id"),)
+    id: uuid.UUID = _id()
+    request_id: uuid.UUID = _fk("decision_request.id")
+    stakeholder_id: uuid.UUID = _fk("stakeholder.id")
+    code_hash: str = Field(max_length=128)
+    expires_at: datetime = _when()
+    used_at: datetime | None = _when(nullable=True)
+
+
+class Decision(SQLModel, table=True):
+    """A decision taken by an authorised person (accepted ones only; refusals are audited)."""
+
+    __tablename__ = "decision"
+    __table_args__ = (sa.UniqueConstraint("request_id", "approver_id"),)
+    id: uuid.UUID = _id()
+    case_id: uuid.UUID = _fk("remediation_case.id")
+    request_id: uuid.UUID | None = _fk("decision_request.id", nullable=True)
+    kind: DecisionKind = _enum(DecisionKind)
+    step: int = Field(ge=1, le=6)
+    outcome: str = Field(max_length=40)
+    payload: dict[str, Any] = _json(default_factory=dict)
+    approver_id: uuid.UUID = _fk("stakeholder.id")
+    decided_at: datetime = _when()
+    reason: str | None = Field(default=None, max_length=4000)
+
+
+class ActionPlan(SQLModel, table=True):
+    """A version of the remediation action plan; a revision is a new version."""
+
+    __tablename__ = "action_plan"
+    __table_args__ = (sa.UniqueConstraint("case_id", "version"),)
+    id: uuid.UUID = _id()
+    case_id: uuid.UUID = _fk("remediation_case.id")
+    version: int = 1
+    status: PlanStatus = _enum(PlanStatus, default=PlanStatus.DRAFT)
+    objectives: str | None = Field(default=None, max_length=4000)
+    victim_priorities: str | None = Field(default=None, max_length=4000)
+    created_at: datetime = _when()
+    approved_at: datetime | None = _when(nullable=True)
+
+
+class PlanAction(SQLModel, table=True):
+    """An action / milestone of a plan: what, for whom, who owns it, by when, how it is verified."""
+
+    __tablename__ = "plan_action"
+    __table_args__ = (
+        sa.UniqueConstraint("plan_id", "key"),
+        sa.Index("ix_plan_action_status_due_on", "status", "due_on"),
+    )
+    id: uuid.UUID = _id()
+    plan_id: uuid.UUID = _fk("action_plan.id")
+    case_id: uuid.UUID = _fk("remediation_case.id")
+    key: str = Field(max_length=60)
+    kind: ActionKind = _enum(ActionKind)
+    category: str = Field(max_length=40)
+    title: str = Field(max_length=200)
+    person_id: uuid.UUID | None = _fk("affected_person.id", nullable=True)
+    owner_id: uuid.UUID | None = _fk("stakeholder.id", nullable=True)
+    owner_organisation_id: uuid.UUID | None = _fk("organisation.id", nullable=True)
+    due_on: date
+    verification_method: str = Field(max_length=300)
+    consequence_if_missed: str | None = Field(default=None, max_length=500)
+    status: MilestoneStatus = _enum(MilestoneStatus, default=MilestoneStatus.PLANNED)
+    status_changed_at: datetime = _when()
+    waived_reason: str | None = Field(default=None, max_length=2000)
+    evidence_refs: list[str] = _json()
+
+
+class ProgressUpdate(SQLModel, table=True):
+    """A progress report on a plan action, with references to its evidence."""
+
+    __tablename__ = "progress_update"
+    id: uuid.UUID = _id()
+    action_id: uuid.UUID = _fk("plan_action.id")
+    case_id: uuid.UUID = _fk("remediation_case.id")
+    reported_by_id: uuid.UUID | None = _fk("stakeholder.id", nullable=True)
+    reported_at: datetime = _when()
+    status: MilestoneStatus = _enum(MilestoneStatus)
+    note: str | None = Field(default=None, max_length=4000)
+    evidence_refs: list[str] = _json()
+    idempotency_key: str | None = Field(default=None, max_length=120, unique=True)
+
+
+class ClosureRecord(SQLModel, table=True):
+    """How a case closed: type, the victim's view, unmet needs, who signed off."""
+
+    __tablename__ = "closure_record"
+    id: uuid.UUID = _id()
+    case_id: uuid.UUID = Field(foreign_key="remediation_case.id", unique=True)
+    closure_type: ClosureType = _enum(ClosureType)
+    victim_view_recorded: bool = False
+    victim_view: str | None = Field(default=None, max_length=4000)
+    unmet_needs: str | None = Field(default=None, max_length=4000)
+    approver_ids: list[str] = _json()
+    closed_at: datetime = _when()
+    follow_up_on: date | None = None
+
+
+class Lesson(SQLModel, table=True):
+    """The lessons-learned record of a closed case: coded root causes and the changes due."""
+
+    __tablename__ = "lesson"
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    case_id: uuid.UUID = Field(foreign_key="remediation_case.id", unique=True)
+    root_causes: list[str] = _json()
+    changes: list[dict[str, Any]] = _json()
+    summary: str | None = Field(default=None, max_length=4000)
+    recorded_at: datetime = _when()
+
+
+class Notification(SQLModel, table=True):
+    """The outbox: one message to one stakeholder on one channel, sent at least once by key."""
+
+    __tablename__ = "notification"
+    __table_args__ = (
+        sa.Index("ix_notification_status_next_attempt_at", "status", "next_attempt_at"),
+    )
+    id: uuid.UUID = _id()
+    case_id: uuid.UUID | None = _fk("remediation_case.id", nullable=True)
+    event: str = Field(max_length=60)
+    recipient_id: uuid.UUID = _fk("stakeholder.id")
+    channel: NotificationChannel = _enum(NotificationChannel)
+    locale: Locale = _enum(Locale, default=Locale.EN)
+    template: str = Field(max_length=100)
+    context: dict[str, Any] = _json(default_factory=dict)
+    idempotency_key: str = Field(max_length=200, unique=True)
+    status: NotificationStatus = _enum(NotificationStatus, default=NotificationStatus.PENDING)
+    attempts: int = 0
+    last_error: str | None = Field(default=None, max_length=500)
+    created_at: datetime = _when()
+    next_attempt_at: datetime | None = _when(nullable=True)
+    delivered_at: datetime | None = _when(nullable=True)
+
+
+class AuditEvent(SQLModel, table=True):
+    """One link of a hash chain per case: who did what, when; details hold references only."""
+
+    __tablename__ = "audit_event"
+    __table_args__ = (sa.UniqueConstraint("chain", "seq"),)
+    id: int | None = Field(
+        default=None,
+        sa_column=sa.Column(sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
+    )
+    chain: str = Field(max_length=40)
+    seq: int
+    at: datetime = _when()
+    actor: str = Field(max_length=80)
+    action: str = Field(max_length=80)
+    subject_type: str | None = Field(default=None, max_length=40)
+    subject_id: str | None = Field(default=None, max_length=64)
+    details: dict[str, Any] = _json(default_factory=dict)
+    prev_hash: str = Field(max_length=64)
+    hash: str = Field(max_length=64)
+
+
+class AuditHead(SQLModel, table=True):
+    """The newest link of each chain, so a truncated chain is detected too."""
+
+    __tablename__ = "audit_head"
+    chain: str = Field(max_length=40, primary_key=True)
+    seq: int
+    hash: str = Field(max_length=64)

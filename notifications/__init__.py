@@ -1,0 +1,1 @@
+"""Notification templates, rendering, apprise delivery and the outbox."""

@@ -1,0 +1,25 @@
+"""Process-wide context for tasks: the operator's policy and the clock."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from functools import lru_cache
+from pathlib import Path
+
+from models.policy import Policy, load_policy
+from models.settings import get_settings
+
+
+@lru_cache(maxsize=4)
+def _policy_at(path: Path | None) -> Policy:
+    return load_policy(path)
+
+
+def current_policy() -> Policy:
+    """Return the policy named by the settings (the shipped default if none), loaded once."""
+    return _policy_at(get_settings().policy_file)
+
+
+def utcnow() -> datetime:
+    """Return the current time, timezone-aware UTC."""
+    return datetime.now(UTC)

@@ -1,0 +1,92 @@
+"""Engines and the unit of work: one session, one transaction, one explicit commit."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import lru_cache
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from models.settings import get_settings
+
+_READ_ONLY = "remedy_read_only"
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    """Make SQLite safe for several processes: WAL, FK checks, and write locks taken up front."""
+
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # let SQLAlchemy's begin below control transactions
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        # BEGIN IMMEDIATE: a transaction that will write takes the lock at its start, so two
+        # writers queue instead of failing with "database is locked" when they upgrade.
+        if conn.get_execution_options().get(_READ_ONLY):
+            conn.exec_driver_sql("BEGIN")
+        else:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+@lru_cache(maxsize=8)
+def engine_for(url: str, schema: str | None = None) -> Engine:
+    """Return the (cached) engine for a case-store URL."""
+    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    if url.startswith("sqlite"):
+        path = sa.engine.make_url(url).database
+        if path and path != ":memory:":
+            from pathlib import Path
+
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        kwargs["connect_args"] = {"timeout": 30}
+        engine = sa.create_engine(url, **kwargs)
+        _configure_sqlite(engine)
+        return engine
+    if schema:
+        kwargs["connect_args"] = {"options": f"-csearch_path={schema}"}
+    return sa.create_engine(url, **kwargs)
+
+
+def get_engine() -> Engine:
+    """Return the engine for the configured case store."""
+    settings = get_settings()
+    return engine_for(settings.resolved_database_url(), settings.database_schema)
+
+
+@contextmanager
+def unit_of_work() -> Iterator[Session]:
+    """Open a session in one transaction; commit if the block succeeds, roll back if it raises."""
+    with Session(get_engine(), expire_on_commit=False) as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+
+@contextmanager
+def read_only() -> Iterator[Session]:
+    """Open a session for reads; nothing is committed."""
+    engine = get_engine().execution_options(**{_READ_ONLY: True})
+    with Session(engine, expire_on_commit=False) as session:
+        try:
+            yield session
+        finally:
+            session.rollback()
+
+
+def is_postgres(session: Session) -> bool:
+    """Tell whether the session talks to PostgreSQL (row locks available)."""
+    bind = session.get_bind()
+    return bind.dialect.name == "postgresql"
