@@ -49,8 +49,10 @@ def key_init() -> int:
         return EXIT_OK
     path = settings.resolved_key_file()
     if init_key_file(path):
-        out.print(f"Created {path} (readable by you only). Back it up: without it, "
-                  "identifying data cannot be read.")
+        out.print(
+            f"Created {path} (readable by you only). Back it up: without it, "
+            "identifying data cannot be read."
+        )
     else:
         out.print(f"Key file {path} already exists; left as it is.")
     return EXIT_OK
@@ -130,7 +132,9 @@ def show(
     reference: str,
     *,
     reveal: bool = False,
-    reason: Annotated[str | None, Parameter(help="Why identifying data is needed (audited).")] = None,
+    reason: Annotated[
+        str | None, Parameter(help="Why identifying data is needed (audited).")
+    ] = None,
     as_json: Annotated[bool, Parameter(name="--json")] = False,
 ) -> int:
     """Print a case's summary; --reveal also decrypts identifying data (audited, needs --reason)."""
@@ -138,7 +142,9 @@ def show(
     from tasks.context import utcnow
 
     if reveal and not (reason and reason.strip()):
-        return _fail("--reveal needs --reason: every read of identifying data is audited", EXIT_BAD_INPUT)
+        return _fail(
+            "--reveal needs --reason: every read of identifying data is audited", EXIT_BAD_INPUT
+        )
     summary = case_summary(reference)
     if as_json:
         out.print_json(summary.model_dump_json())
@@ -159,13 +165,17 @@ def _print_summary(s: object) -> None:
 
     assert isinstance(s, CaseSummary)
     out.rule(f"Case {s.reference}")
-    out.print(f"Step {s.step} of 6: {s.step_title} (state: {s.state.value}, status: {s.status.value})")
+    out.print(
+        f"Step {s.step} of 6: {s.step_title} (state: {s.state.value}, status: {s.status.value})"
+    )
     out.print(
         f"Severity: {s.severity or '-'}   Involvement: {s.involvement or '-'}   "
         f"Response level: {s.response_level or '-'}"
     )
-    out.print(f"Opened: {s.opened_at:%Y-%m-%d %H:%M} UTC" + (
-        f"   Closed: {s.closed_at:%Y-%m-%d %H:%M} UTC" if s.closed_at else ""))
+    out.print(
+        f"Opened: {s.opened_at:%Y-%m-%d %H:%M} UTC"
+        + (f"   Closed: {s.closed_at:%Y-%m-%d %H:%M} UTC" if s.closed_at else "")
+    )
     for name, when in s.deadlines.items():
         if when:
             out.print(f"  {name.replace('_', ' ')}: {when:%Y-%m-%d %H:%M} UTC")
@@ -178,11 +188,18 @@ def _print_summary(s: object) -> None:
         out.print("Reported ILO indicators: " + ", ".join(s.reported_indicators))
     for o in s.organisations:
         out.print(f"  organisation: {o['name']} ({o['type']}, {o['relation']})")
-    people = Table("pseudonym", "age band", "minor", "age uncertain", "sex", "nationality", "languages")
+    people = Table(
+        "pseudonym", "age band", "minor", "age uncertain", "sex", "nationality", "languages"
+    )
     for p in s.persons:
         people.add_row(
-            p.pseudonym, p.age_band, "yes" if p.is_minor else "no", "yes" if p.age_uncertain else "no",
-            p.sex, p.nationality or "-", ",".join(p.languages) or "-",
+            p.pseudonym,
+            p.age_band,
+            "yes" if p.is_minor else "no",
+            "yes" if p.age_uncertain else "no",
+            p.sex,
+            p.nationality or "-",
+            ",".join(p.languages) or "-",
         )
     out.print(people)
     if s.members:
@@ -218,7 +235,9 @@ def main(argv: list[str] | None = None) -> None:
     except CycloptsError:
         code = EXIT_BAD_INPUT
     except InputError as exc:
-        err.print(f"[bold red]error:[/] {exc.source} was not accepted; nothing was stored.", markup=True)
+        err.print(
+            f"[bold red]error:[/] {exc.source} was not accepted; nothing was stored.", markup=True
+        )
         for line in exc.problems:
             err.print(f"  - {line}", markup=False)
         code = EXIT_BAD_INPUT

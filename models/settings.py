@@ -1,4 +1,4 @@
-"""Remedy's settings: one pydantic-settings class, read lazily from the environment (prefix REMEDY_)."""
+"""Remedy's settings: one pydantic-settings class, read lazily from REMEDY_* variables."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ class Settings(BaseSettings):
 
     home: Path = Field(
         default=Path("var"),
-        description="Directory for local state: the SQLite case store, the key file, the demo mail.",
+        description="Local state: the SQLite case store, the key file, the demo mail.",
     )
     database_url: str | None = Field(
         default=None,

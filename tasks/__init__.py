@@ -1,1 +1,1 @@
-"""I/O of Remedy: the case store, delivery and Prefect artifacts; plain functions, wrapped as tasks."""
+"""I/O of Remedy: case store, delivery, Prefect artifacts; plain functions wrapped as tasks."""

@@ -1,4 +1,4 @@
-"""Reading cases: lists and summaries without identifying data, and the one audited way to reveal it."""
+"""Reading cases: summaries without identifying data, and the one audited way to reveal it."""
 
 from __future__ import annotations
 
@@ -106,7 +106,9 @@ def case_summary(reference: str) -> CaseSummary:
     with read_only() as session:
         case = get_case(session, reference)
         allegation = session.exec(
-            select(Allegation).where(Allegation.case_id == case.id).order_by(col(Allegation.received_at))
+            select(Allegation)
+            .where(Allegation.case_id == case.id)
+            .order_by(col(Allegation.received_at))
         ).first()
         if allegation is None:
             raise CaseNotFoundError(reference)
@@ -117,7 +119,9 @@ def case_summary(reference: str) -> CaseSummary:
             .order_by(col(Organisation.name))
         ).all()
         persons = session.exec(
-            select(AffectedPerson).where(AffectedPerson.case_id == case.id).order_by(col(AffectedPerson.pseudonym))
+            select(AffectedPerson)
+            .where(AffectedPerson.case_id == case.id)
+            .order_by(col(AffectedPerson.pseudonym))
         ).all()
         members = session.exec(
             select(CaseMember, Stakeholder)
@@ -155,7 +159,12 @@ def case_summary(reference: str) -> CaseSummary:
             mineral=allegation.mineral,
             reported_indicators=list(allegation.reported_indicators),
             organisations=[
-                {"name": o.name, "type": o.type.value, "relation": link.relation, "country": o.country}
+                {
+                    "name": o.name,
+                    "type": o.type.value,
+                    "relation": link.relation,
+                    "country": o.country,
+                }
                 for o, link in orgs
             ],
             persons=[
@@ -196,7 +205,9 @@ def reveal_identifying_data(reference: str, *, actor: str, reason: str, now: dat
         case = get_case(session, reference, lock=True)
         allegation = session.exec(select(Allegation).where(Allegation.case_id == case.id)).first()
         persons = session.exec(
-            select(AffectedPerson).where(AffectedPerson.case_id == case.id).order_by(col(AffectedPerson.pseudonym))
+            select(AffectedPerson)
+            .where(AffectedPerson.case_id == case.id)
+            .order_by(col(AffectedPerson.pseudonym))
         ).all()
         append_audit(
             session,

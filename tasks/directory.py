@@ -6,6 +6,7 @@ import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlmodel import Session, select
 
@@ -31,7 +32,7 @@ def load_directory(directory: DirectoryIn, *, now: datetime, actor: str) -> Dire
         orgs: dict[str, Organisation] = {}
         for o in directory.organisations:
             org = session.exec(select(Organisation).where(Organisation.key == o.key)).first()
-            fields = {
+            fields: dict[str, Any] = {
                 "name": o.name,
                 "type": o.type,
                 "country": o.country,
@@ -49,9 +50,13 @@ def load_directory(directory: DirectoryIn, *, now: datetime, actor: str) -> Dire
             orgs[o.key] = org
         session.flush()
         for s in directory.stakeholders:
-            org_id = None
+            org_id: uuid.UUID | None = None
             if s.organisation:
-                org_id = orgs[s.organisation].id if s.organisation in orgs else _org_id(session, s.organisation)
+                org_id = (
+                    orgs[s.organisation].id
+                    if s.organisation in orgs
+                    else _org_id(session, s.organisation)
+                )
             fields = {
                 "display_name": s.display_name,
                 "organisation_id": org_id,

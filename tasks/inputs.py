@@ -39,6 +39,10 @@ class _NoAliasLoader(yaml.SafeLoader):
         return super().compose_node(parent, index)
 
 
+def _load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 (a SafeLoader subclass)
+
+
 def _yaml_problem(exc: yaml.YAMLError) -> str:
     # str(exc) quotes the offending line: report only the problem and its position.
     mark = getattr(exc, "problem_mark", None)
@@ -62,10 +66,8 @@ def parse_document(raw: bytes, *, source: str, fmt: str) -> dict[str, Any]:
             source, [f"the file is not valid UTF-8 (bad byte at offset {exc.start})"]
         ) from None
     try:
-        if fmt == "json":
-            data = json.loads(text)
-        else:
-            data = yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 (safe loader subclass)
+        loads = json.loads if fmt == "json" else _load_yaml
+        data = loads(text)
     except json.JSONDecodeError as exc:
         raise InputError(
             source, [f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"]

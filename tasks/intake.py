@@ -152,7 +152,11 @@ def _open_case(report: ReportIn, *, content_hash: str, now: datetime, actor: str
             )
         pseudonyms = []
         for n, person in enumerate(report.affected_persons, start=1):
-            identity = person.identity.model_dump(mode="json", exclude_none=True) if person.identity else None
+            identity = (
+                person.identity.model_dump(mode="json", exclude_none=True)
+                if person.identity
+                else None
+            )
             row = AffectedPerson(
                 case_id=case.id,
                 pseudonym=f"P-{n:02d}",

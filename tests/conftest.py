@@ -1,4 +1,4 @@
-"""Shared fixtures: settings through the environment, and real case stores on SQLite and PostgreSQL."""
+"""Shared fixtures: settings through the environment; real case stores (SQLite, PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -43,9 +43,7 @@ def session_key() -> str:
 
 
 @pytest.fixture(autouse=True)
-def remedy_env(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, session_key: str
-) -> Iterator[Path]:
+def remedy_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, session_key: str) -> Iterator[Path]:
     """Point every test at its own home directory and a throw-away key, via the environment."""
     home = tmp_path / "var"
     monkeypatch.setenv("REMEDY_HOME", str(home))
@@ -116,7 +114,9 @@ class Store:
         counts = {}
         with self.engine().connect() as conn:
             for name, table in SQLModel.metadata.tables.items():
-                counts[name] = conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
+                counts[name] = conn.execute(
+                    sa.select(sa.func.count()).select_from(table)
+                ).scalar_one()
             conn.rollback()
         return counts
 
@@ -125,7 +125,6 @@ def _truncate(url: str, schema: str) -> None:
     from sqlmodel import SQLModel
 
     import models.tables  # noqa: F401
-
     from tasks.db import engine_for
 
     names = ", ".join(f'"{schema}"."{t}"' for t in SQLModel.metadata.tables)

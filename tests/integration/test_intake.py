@@ -52,7 +52,9 @@ def all_example_reports(examples: Path) -> list[Path]:
     return sorted((examples / "reports").iterdir())
 
 
-def test_every_example_round_trips(store: Store, examples: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_every_example_round_trips(
+    store: Store, examples: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from tasks.cases import case_summary
     from tasks.intake import read_report
 
@@ -71,7 +73,9 @@ def test_every_example_round_trips(store: Store, examples: Path, capsys: pytest.
         assert summary.source_type == report.source_type
         assert summary.anonymous == report.anonymous
         assert len(summary.persons) == len(report.affected_persons)
-        assert [p.age_band for p in summary.persons] == [p.age_band for p in report.affected_persons]
+        assert [p.age_band for p in summary.persons] == [
+            p.age_band for p in report.affected_persons
+        ]
         assert sorted(summary.reported_indicators) == sorted(i.value for i in report.indicators)
         assert {o["name"] for o in summary.organisations} == {o.name for o in report.organisations}
         assert summary.state == "intake" and summary.step == 1
@@ -80,7 +84,9 @@ def test_every_example_round_trips(store: Store, examples: Path, capsys: pytest.
         assert {"case_lead", "verifier", "senior_approver"} <= {m["role"] for m in summary.members}
 
 
-def test_references_are_sequential_per_year(store: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_references_are_sequential_per_year(
+    store: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     refs = []
     for n in range(3):
         data = base_report() | {"description": f"report number {n}"}
@@ -124,19 +130,35 @@ def test_intake_is_one_transaction(store: Store, tmp_path: Path) -> None:
 
 
 BAD_INPUTS: list[tuple[str, object, str]] = [
-    ("missing.json", {k: v for k, v in base_report().items() if k != "mineral"}, "mineral: is required"),
+    (
+        "missing.json",
+        {k: v for k, v in base_report().items() if k != "mineral"},
+        "mineral: is required",
+    ),
     ("unknown.json", base_report() | {"victim_name": "x"}, "victim_name: is not a known field"),
     ("type.json", base_report() | {"anonymous": "perhaps"}, "anonymous:"),
     ("future.json", base_report() | {"occurred_on": "2099-01-01"}, "occurred_on: is in the future"),
-    ("future2.json", base_report() | {"received_at": "2099-01-01T00:00:00Z"}, "received_at: is in the future"),
+    (
+        "future2.json",
+        base_report() | {"received_at": "2099-01-01T00:00:00Z"},
+        "received_at: is in the future",
+    ),
     ("enum.json", base_report() | {"mineral": "kryptonite"}, "mineral: Input should be"),
-    ("country.json", base_report() | {"location": {"country": "XX"}}, "location.country: must be an ISO 3166"),
+    (
+        "country.json",
+        base_report() | {"location": {"country": "XX"}},
+        "location.country: must be an ISO 3166",
+    ),
     (
         "long.json",
         base_report() | {"description": "x" * 20_001},
         "description: text is too long (20001 characters; the limit is 20000)",
     ),
-    ("nul.json", base_report() | {"description": "a\u0000b"}, "description: contains a NUL character"),
+    (
+        "nul.json",
+        base_report() | {"description": "a\u0000b"},
+        "description: contains a NUL character",
+    ),
     (
         "anon.json",
         base_report() | {"anonymous": True, "reporter": {"name": "Someone"}},
@@ -153,7 +175,12 @@ BAD_INPUTS: list[tuple[str, object, str]] = [
 
 @pytest.mark.parametrize(("name", "data", "expected"), BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
 def test_bad_input_is_refused_with_a_clear_answer(
-    store: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, data: object, expected: str
+    store: Store,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+    data: object,
+    expected: str,
 ) -> None:
     before = store.row_counts()
     assert run_cli("intake", str(write(tmp_path, name, data))) == 2
@@ -166,7 +193,11 @@ def test_bad_input_is_refused_with_a_clear_answer(
 RAW_BAD: list[tuple[str, bytes, str]] = [
     ("empty.json", b"", "the file is empty"),
     ("blank.yaml", b"   \n# only a comment\n", "the file is empty"),
-    ("latin1.json", json.dumps(base_report()).encode().replace(b"Identity", b"Identit\xe9"), "not valid UTF-8"),
+    (
+        "latin1.json",
+        json.dumps(base_report()).encode().replace(b"Identity", b"Identit\xe9"),
+        "not valid UTF-8",
+    ),
     ("broken.json", b'{"source_type": ', "not valid JSON"),
     ("broken.yaml", b"source_type: [ngo\n", "not valid YAML"),
     (
@@ -178,14 +209,23 @@ RAW_BAD: list[tuple[str, bytes, str]] = [
     ),
     ("pyobj.yaml", b"a: !!python/object/apply:os.system ['echo hi']\n", "not valid YAML"),
     ("deep.json", b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
-    ("huge.json", b'{"description": "' + b"x" * (1024 * 1024) + b'"}', "the limit is 1048576 bytes"),
+    (
+        "huge.json",
+        b'{"description": "' + b"x" * (1024 * 1024) + b'"}',
+        "the limit is 1048576 bytes",
+    ),
     ("report.txt", b"source_type: ngo", "unsupported file type"),
 ]
 
 
 @pytest.mark.parametrize(("name", "raw", "expected"), RAW_BAD, ids=[b[0] for b in RAW_BAD])
 def test_unreadable_files_are_refused(
-    store: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, raw: bytes, expected: str
+    store: Store,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+    raw: bytes,
+    expected: str,
 ) -> None:
     before = store.row_counts()
     path = tmp_path / name
@@ -196,11 +236,16 @@ def test_unreadable_files_are_refused(
     assert store.row_counts() == before
 
 
-def test_free_text_is_data(store: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_free_text_is_data(
+    store: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from tasks.cases import reveal_identifying_data
 
     text = "{{ 7*7 }} {% raw %} <script>alert(1)</script> '; DROP TABLE allegation; --"
-    assert run_cli("intake", str(write(tmp_path, "r.json", base_report() | {"description": text}))) == 0
+    assert (
+        run_cli("intake", str(write(tmp_path, "r.json", base_report() | {"description": text})))
+        == 0
+    )
     reference = capsys.readouterr().out.strip()
     revealed = reveal_identifying_data(reference, actor="test", reason="test", now=NOW)
     assert revealed.description == text

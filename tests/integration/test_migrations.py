@@ -13,7 +13,9 @@ from tests.conftest import Store
 
 def test_upgrade_from_empty_has_no_drift(store: Store) -> None:
     with store.engine().connect() as conn:
-        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), SQLModel.metadata)
+        diff = compare_metadata(
+            MigrationContext.configure(conn, opts={"compare_type": True}), SQLModel.metadata
+        )
     assert diff == []
 
 
@@ -29,7 +31,9 @@ def test_db_upgrade_command_on_a_fresh_sqlite_file(tmp_path, monkeypatch, capsys
     from tasks.db import engine_for
 
     with engine_for(url).connect() as conn:
-        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), SQLModel.metadata)
+        diff = compare_metadata(
+            MigrationContext.configure(conn, opts={"compare_type": True}), SQLModel.metadata
+        )
     assert diff == []
 
 

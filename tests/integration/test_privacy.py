@@ -26,7 +26,11 @@ def canary_report() -> dict:
     report["affected_persons"] = [
         {
             "age_band": "15_to_17",
-            "identity": {"name": CANARY_NAME, "contact": CANARY_CONTACT, "document_numbers": [CANARY_DOC]},
+            "identity": {
+                "name": CANARY_NAME,
+                "contact": CANARY_CONTACT,
+                "document_numbers": [CANARY_DOC],
+            },
         }
     ]
     report["description"] = f"{CANARY_NAME} ({CANARY_CONTACT}) had documents taken."
@@ -52,7 +56,10 @@ def dump_store(store: Store) -> str:
 
 
 def test_canary_is_nowhere_in_clear_text(
-    store: Store, tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+    store: Store,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     caplog.set_level(logging.DEBUG)
     path = tmp_path / "canary.json"
@@ -75,13 +82,17 @@ def test_canary_is_nowhere_in_clear_text(
     from tasks.context import utcnow
 
     events_before = case_summary(reference).audit_events
-    revealed = reveal_identifying_data(reference, actor="cli:test", reason="canary check", now=utcnow())
+    revealed = reveal_identifying_data(
+        reference, actor="cli:test", reason="canary check", now=utcnow()
+    )
     assert revealed.identities["P-01"]["name"] == CANARY_NAME
     assert case_summary(reference).audit_events == events_before + 1
     assert_clean(repr(revealed) + str(revealed), "repr of revealed data")
 
 
-def test_errors_never_echo_the_input(store: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_errors_never_echo_the_input(
+    store: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     report = canary_report()
     report["affected_persons"][0]["identity"]["unexpected"] = CANARY_NAME  # unknown field
     report["affected_persons"][0]["sex"] = CANARY_NAME  # bad enum value
@@ -114,14 +125,22 @@ def test_cli_subprocess_output_is_clean(store: Store, tmp_path: Path) -> None:
     path.write_text(json.dumps(canary_report()))
     proc = subprocess.run(
         [sys.executable, "-W", "always", "-m", "flows.cli", "intake", str(path)],
-        capture_output=True, text=True, cwd=ROOT, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     assert_clean(proc.stdout + proc.stderr, "subprocess output")
     reference = proc.stdout.strip()
     proc = subprocess.run(
         [sys.executable, "-m", "flows.cli", "show", reference],
-        capture_output=True, text=True, cwd=ROOT, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     assert reference in proc.stdout

@@ -17,7 +17,9 @@ def _fresh() -> None:
     _vault_for.cache_clear()
 
 
-def test_key_init_creates_an_owner_only_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_key_init_creates_an_owner_only_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from tests.integration.test_intake import run_cli
 
     monkeypatch.delenv("REMEDY_ENCRYPTION_KEY")
@@ -35,7 +37,9 @@ def test_key_init_creates_an_owner_only_file(tmp_path: Path, monkeypatch: pytest
     assert content.strip() not in repr(vault)
 
 
-def test_world_readable_key_file_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_world_readable_key_file_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from tasks.vault import VaultError, get_vault
 
     monkeypatch.delenv("REMEDY_ENCRYPTION_KEY")
