@@ -24,10 +24,15 @@ def main() -> None:
     _run("key", "init")
     _run("db", "upgrade")
     _run("directory", "load", str(EXAMPLES / "stakeholders.yaml"))
-    _run("intake", str(EXAMPLES / "reports" / "tin-kivu.yaml"))
-    from tasks.cases import list_cases
+    report_file = EXAMPLES / "reports" / "tin-kivu.yaml"
+    _run("intake", str(report_file))
+    from tasks.context import utcnow
+    from tasks.intake import open_case, read_report
 
-    reference = list_cases()[0].reference
+    # intake again: the same report is recognised and answers with its case's reference
+    reference = open_case(
+        read_report(report_file, now=utcnow()), now=utcnow(), actor="demo"
+    ).reference
     _run("show", reference)
     _run("audit", "verify", reference)
     print(f"\nDemo done: case {reference} is open. Try `.venv/bin/remedy cases`.")
