@@ -93,8 +93,14 @@ def directory_load(file: Path) -> int:
 
 
 @app.command(name="intake")
-def intake(file: Path) -> int:
-    """Validate a report (JSON or YAML), open a case for it, and print the case reference."""
+def intake(file: Path, *, start: bool = True) -> int:
+    """Validate a report (JSON or YAML), open a case for it, and print the case reference.
+
+    With a Prefect server configured (PREFECT_API_URL), the case's run is started too
+    (--no-start leaves that to `remedy start REF`).
+    """
+    import os
+
     from tasks.context import utcnow
     from tasks.intake import open_case, read_report
 
@@ -103,8 +109,24 @@ def intake(file: Path) -> int:
     result = open_case(report, now=now, actor=_actor())
     if result.duplicate:
         out.print(f"{result.reference} (this report is already known; nothing new was stored)")
-    else:
-        out.print(result.reference)
+        return EXIT_OK
+    out.print(result.reference)
+    if start and os.environ.get("PREFECT_API_URL"):
+        return case_start(result.reference)
+    return EXIT_OK
+
+
+@app.command(name="start")
+def case_start(reference: str) -> int:
+    """Start (or find again) the remediation-case run of a case on the Prefect server."""
+    from tasks.cases import case_summary
+    from tasks.orchestration import ENTRY_FLOW, flow_run_link, start_flow
+
+    case_summary(reference)  # the case must exist
+    run_id = start_flow(
+        ENTRY_FLOW, reference, idempotency_key=f"{reference.lower()}-{ENTRY_FLOW}", step=None
+    )
+    err.print(f"Started {ENTRY_FLOW} for {reference}: {flow_run_link(run_id) or run_id}")
     return EXIT_OK
 
 
@@ -205,6 +227,130 @@ def _print_summary(s: object) -> None:
     if s.members:
         out.print("Members: " + ", ".join(f"{m['stakeholder']} ({m['role']})" for m in s.members))
     out.print(f"Audit events: {s.audit_events}")
+
+
+def _parse_value(raw: str) -> object:
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+
+
+def _prompt_fields(form: type, values: dict[str, object]) -> None:
+    """Ask for each form field not given yet, showing its choices (interactive use only)."""
+    from rich.prompt import Prompt
+
+    schema = form.model_json_schema()  # type: ignore[attr-defined]
+    defs = schema.get("$defs", {})
+    for name, spec in schema["properties"].items():
+        if name in values or name in ("approver", "approval_code"):
+            continue
+        ref = spec.get("$ref") or (spec.get("allOf") or [{}])[0].get("$ref")
+        choices = defs[ref.split("/")[-1]].get("enum") if ref else spec.get("enum")
+        default = spec.get("default")
+        label = spec.get("title", name)
+        if spec.get("type") == "boolean":
+            answer = Prompt.ask(
+                f"{label} (yes/no)",
+                choices=["yes", "no"],
+                default=None if default is None else ("yes" if default else "no"),
+            )
+            values[name] = answer == "yes"
+        elif choices:
+            values[name] = Prompt.ask(
+                label,
+                choices=[str(c) for c in choices],
+                default=None if default is None else str(default),
+            )
+        elif spec.get("type") == "array":
+            raw = Prompt.ask(f"{label} (comma-separated)", default="")
+            values[name] = [v.strip() for v in raw.split(",") if v.strip()]
+        elif spec.get("type") in ("integer", "number"):
+            values[name] = _parse_value(Prompt.ask(label, default=str(default or 0)))
+        else:
+            values[name] = Prompt.ask(label, default=str(default or ""))
+
+
+@app.command(name="decide")
+def decide(
+    reference: str,
+    *,
+    kind: Annotated[str | None, Parameter(help="Which waiting decision, if several.")] = None,
+    as_: Annotated[str | None, Parameter(name="--as", help="Your stakeholder key.")] = None,
+    code: Annotated[str | None, Parameter(help="One-time code (prompted if absent).")] = None,
+    set_: Annotated[
+        list[str] | None, Parameter(name="--set", help="field=value (repeatable; JSON values).")
+    ] = None,
+    wait: Annotated[float, Parameter(help="Seconds to wait for the step's verdict.")] = 120.0,
+) -> int:
+    """Show a case's waiting decision and submit it through the Prefect API, as the UI does."""
+    import sys as _sys
+    import time
+
+    from pydantic import ValidationError
+    from rich.markdown import Markdown
+    from rich.prompt import Prompt
+
+    from models.enums import DecisionRequestStatus
+    from models.forms import FORMS
+    from tasks.decisions import describe_request, refusal_reason, waiting_requests
+    from tasks.inputs import explain
+    from tasks.orchestration import flow_run_link
+    from tasks.submit import SubmitFailedError, load_request, submit_decision
+
+    waiting = waiting_requests(reference)
+    if kind:
+        waiting = [r for r in waiting if r.kind.value == kind]
+    if not waiting:
+        return _fail(f"{reference} has no waiting decision" + (f" of kind {kind}" if kind else ""))
+    if len(waiting) > 1:
+        kinds = ", ".join(r.kind.value for r in waiting)
+        return _fail(f"{reference} waits for several decisions ({kinds}); choose one with --kind")
+    request = waiting[0]
+    out.print(Markdown(describe_request(request.id)))
+    link = flow_run_link(request.flow_run_id)
+    if link:
+        out.print(f"Also in the Prefect UI: {link}")
+    interactive = _sys.stdin.isatty()
+    values: dict[str, object] = {}
+    for item in set_ or []:
+        name, sep, raw = item.partition("=")
+        if not sep:
+            return _fail(f"--set {item}: use field=value", EXIT_BAD_INPUT)
+        values[name.strip()] = _parse_value(raw)
+    form = FORMS[request.kind]
+    if interactive:
+        _prompt_fields(form, values)
+    values["approver"] = as_ or (Prompt.ask("Your stakeholder key") if interactive else "")
+    values["approval_code"] = code or (
+        Prompt.ask("One-time approval code", password=True) if interactive else ""
+    )
+    try:
+        form.model_validate(values)
+    except ValidationError as exc:
+        err.print(
+            "[bold red]error:[/] the decision is incomplete; nothing was submitted.", markup=True
+        )
+        for line in explain(exc):
+            err.print(f"  - {line}", markup=False)
+        return EXIT_BAD_INPUT
+    try:
+        submit_decision(request.id, values)
+    except SubmitFailedError as exc:
+        return _fail(str(exc))
+    out.print("Submitted; the step checks it when it resumes.")
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        current = load_request(request.id)
+        if current.status == DecisionRequestStatus.DECIDED:
+            out.print(f"Accepted: the {request.kind.value} decision is recorded.")
+            return EXIT_OK
+        if current.status == DecisionRequestStatus.SUPERSEDED:
+            reason = refusal_reason(request.id) or "see the audit chain"
+            return _fail(f"Refused: {reason}. The step asks again.")
+        time.sleep(1.0)
+    out.print("The step has not checked the submission yet; see `remedy show`.")
+    return EXIT_OK
 
 
 @audit_app.command(name="verify")

@@ -197,6 +197,18 @@ class RiskLevel(StrEnum):
     EXTREME = "extreme"
 
 
+class SafetyRisk(StrEnum):
+    """Risks a safety assessment weighs before any contact or supplier notice."""
+
+    RETALIATION = "retaliation"
+    TRAFFICKER_CONTACT = "trafficker_contact"
+    IMMIGRATION_STATUS = "immigration_status"
+    FAMILY = "family"
+    HEALTH = "health"
+    LOSS_OF_INCOME = "loss_of_income"
+    OTHER = "other"
+
+
 class IndicatorStatus(StrEnum):
     PRESENT = "present"
     ABSENT = "absent"
@@ -318,11 +330,13 @@ class DecisionKind(StrEnum):
     SCREENING = "screening"
     SAFETY = "safety"
     VERIFICATION = "verification"
+    IMPACT_ASSESSMENT = "impact_assessment"
     RESPONSE = "response"
     PLAN_AGREEMENT = "plan_agreement"
     PLAN_BUDGET = "plan_budget"
     PLAN_REVISION = "plan_revision"
     CLOSURE = "closure"
+    CLOSURE_CONFIRMATION = "closure_confirmation"
     LESSONS = "lessons"
     MILESTONE_EXTENSION = "milestone_extension"
 
@@ -417,3 +431,28 @@ class NotificationStatus(StrEnum):
     DELIVERED = "delivered"
     FAILED = "failed"
     SUPPRESSED = "suppressed"
+
+
+class StepRunStatus(StrEnum):
+    """An entry of a case into a step, and the Prefect run that carries it."""
+
+    PENDING = "pending"
+    STARTED = "started"
+    FINISHED = "finished"
+
+
+class RootCause(StrEnum):
+    """Coded root causes for lessons learned (domain.md Step 6)."""
+
+    RECRUITMENT_FEES = "recruitment_fees"
+    DECEPTIVE_RECRUITMENT = "deceptive_recruitment"
+    PURCHASING_PRACTICES = "purchasing_practices"
+    WEAK_AGE_VERIFICATION = "weak_age_verification"
+    DOCUMENT_RETENTION = "document_retention"
+    WAGE_RECORD_GAPS = "wage_record_gaps"
+    NO_GRIEVANCE_CHANNEL = "no_grievance_channel"
+    AUDIT_GAPS = "audit_gaps"
+    UNAUTHORISED_SUBCONTRACTING = "unauthorised_subcontracting"
+    ARMED_GROUP_CONTROL = "armed_group_control"
+    WEAK_SUPPLIER_DUE_DILIGENCE = "weak_supplier_due_diligence"
+    OTHER = "other"

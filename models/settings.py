@@ -39,6 +39,12 @@ class Settings(BaseSettings):
     policy_file: Path | None = Field(
         default=None, description="Operator's policy file (TOML); default: the shipped policy."
     )
+    plan_templates_file: Path | None = Field(
+        default=None, description="Operator's plan templates (TOML); default: the shipped ones."
+    )
+    runner_limit: int = Field(
+        default=8, ge=1, le=200, description="Most step runs executing at once in one runner."
+    )
     timezone: str = Field(default="UTC", description="Time zone used to display dates.")
 
     @field_validator("database_url")

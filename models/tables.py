@@ -42,6 +42,7 @@ from models.enums import (
     Severity,
     Sex,
     SourceType,
+    StepRunStatus,
 )
 from models.enums import Channel as IntakeChannel
 
@@ -298,10 +299,29 @@ class DecisionRequest(SQLModel, table=True):
     requested_at: datetime = _when()
     due_at: datetime | None = _when(nullable=True)
     decided_at: datetime | None = _when(nullable=True)
+    # Decisions of one kind are looked up within a scope: the step's entry ("entry-2"), so that a
+    # reopened case or a revised plan asks again instead of reusing an old answer.
+    scope: str = Field(default="entry-1", max_length=80)
     approver_ids: list[str] = _json()
     required_approvals: int = 1
     last_reminded_at: datetime | None = _when(nullable=True)
     escalated_at: datetime | None = _when(nullable=True)
+
+
+class StepRun(SQLModel, table=True):
+    """One entry of a case into a step and the Prefect flow run carrying it (for the reconciler)."""
+
+    __tablename__ = "step_run"
+    __table_args__ = (sa.UniqueConstraint("case_id", "step", "entry"),)
+    id: uuid.UUID = _id()
+    case_id: uuid.UUID = _fk("remediation_case.id")
+    step: int = Field(ge=1, le=6)
+    entry: int = 1
+    status: StepRunStatus = _enum(StepRunStatus, default=StepRunStatus.PENDING)
+    flow_run_id: uuid.UUID | None = None
+    created_at: datetime = _when()
+    started_at: datetime | None = _when(nullable=True)
+    finished_at: datetime | None = _when(nullable=True)
 
 
 class ApprovalCode(SQLModel, table=True):

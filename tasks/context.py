@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 
+from models.plan import PlanTemplates, load_plan_templates
 from models.policy import Policy, load_policy
 from models.settings import get_settings
 
@@ -18,6 +19,16 @@ def _policy_at(path: Path | None) -> Policy:
 def current_policy() -> Policy:
     """Return the policy named by the settings (the shipped default if none), loaded once."""
     return _policy_at(get_settings().policy_file)
+
+
+@lru_cache(maxsize=4)
+def _templates_at(path: Path | None) -> PlanTemplates:
+    return load_plan_templates(path)
+
+
+def current_plan_templates() -> PlanTemplates:
+    """Return the plan templates named by the settings (the shipped ones if none)."""
+    return _templates_at(get_settings().plan_templates_file)
 
 
 def utcnow() -> datetime:

@@ -80,10 +80,8 @@ def read_only() -> Iterator[Session]:
     """Open a session for reads; nothing is committed."""
     engine = get_engine().execution_options(**{_READ_ONLY: True})
     with Session(engine, expire_on_commit=False) as session:
-        try:
-            yield session
-        finally:
-            session.rollback()
+        yield session
+        # closing detaches the loaded rows as they are (a rollback would expire them first)
 
 
 def is_postgres(session: Session) -> bool:

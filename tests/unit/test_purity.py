@@ -10,7 +10,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PURE_MODULES = ["models/enums.py", "models/lifecycle.py", "models/policy.py"]
+PURE_MODULES = [
+    "models/enums.py",
+    "models/lifecycle.py",
+    "models/policy.py",
+    "models/plan.py",
+]
 FORBIDDEN = {"prefect", "sqlmodel", "sqlalchemy", "apprise", "jinja2"}
 
 
@@ -49,8 +54,9 @@ def test_the_check_catches_forbidden_imports(name: str) -> None:
 def test_importing_the_core_loads_no_infrastructure() -> None:
     # Catches what an AST scan cannot: something pulled in indirectly through an import.
     code = (
-        "import sys, models.enums, models.lifecycle, models.policy\n"
+        "import sys, models.enums, models.lifecycle, models.policy, models.plan\n"
         "models.policy.load_policy()\n"
+        "models.plan.load_plan_templates()\n"
         "print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))\n"
     )
     result = subprocess.run(
@@ -59,7 +65,7 @@ def test_importing_the_core_loads_no_infrastructure() -> None:
     assert FORBIDDEN.isdisjoint(result.stdout.split())
 
 
-@pytest.mark.parametrize("module", ["models/lifecycle.py", "models/policy.py"])
+@pytest.mark.parametrize("module", ["models/lifecycle.py", "models/policy.py", "models/plan.py"])
 def test_pure_functions_never_read_the_clock(module: str) -> None:
     tree = ast.parse((ROOT / module).read_text(encoding="utf-8"))
     calls = {

@@ -1,0 +1,51 @@
+"""One way for every step to wait for a person's decision without holding a process.
+
+`ask` returns the decision if the store has it; otherwise it suspends the run (the process exits,
+nothing is held) until someone submits the form through the Prefect API (UI, `remedy decide`, or
+the approval page). On resume the step re-runs from the top, reaches `ask` again, and the submitted
+form comes back at once; it is checked in our code, and a refused submission is audited and asked
+again under a new key, so a person's input never fails the run.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from prefect import get_run_logger
+from prefect.flow_runs import suspend_flow_run
+
+from models.enums import DecisionKind
+from models.forms import FORMS
+from tasks.decisions import DecisionView
+from tasks.flow_tasks import prepare_decision_task, publish_case_view_task, record_decision_task
+from tasks.steps import StepContext
+
+
+def ask(
+    ctx: StepContext,
+    kind: DecisionKind,
+    *,
+    scope: str | None = None,
+    exclude: list[uuid.UUID] | None = None,
+) -> DecisionView:
+    """Return the decision of this kind for the step, waiting for it if it is not taken yet."""
+    logger = get_run_logger()
+    while True:
+        pending = prepare_decision_task(ctx.case_ref, kind, scope or ctx.scope, exclude)
+        if pending.decision is not None:
+            return pending.decision
+        publish_case_view_task(ctx.case_ref)
+        logger.info(
+            "%s: waiting for the %s decision (round %d)", ctx.case_ref, kind.value, pending.round
+        )
+        form = FORMS[kind].with_initial_data(description=pending.description, **pending.initial)
+        submission = suspend_flow_run(wait_for_input=form, key=pending.suspend_key, timeout=None)
+        assert submission is not None
+        result = record_decision_task(pending.request_id, submission.model_dump(mode="json"))
+        if result.accepted and result.decision is not None:
+            logger.info("%s: %s decided: %s", ctx.case_ref, kind.value, result.decision.outcome)
+            publish_case_view_task(ctx.case_ref)
+            return result.decision
+        logger.warning(
+            "%s: a %s submission was refused: %s", ctx.case_ref, kind.value, result.reason
+        )

@@ -1,0 +1,87 @@
+"""The Prefect tasks the step flows call: each wraps one plain unit of work of `tasks`.
+
+The plain functions take `now` and the current run explicitly so tests can call them directly;
+these wrappers supply them, and retry what touches the case store or the Prefect API.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from prefect.runtime import flow_run
+
+from models.enums import DecisionKind, Step
+from tasks.artifacts import publish_case_view
+from tasks.context import utcnow
+from tasks.decisions import Pending, SubmissionResult, prepare_decision, record_submission
+from tasks.orchestration import hand_over, run_is_alive
+from tasks.steps import (
+    StepContext,
+    activate_plan,
+    begin_case,
+    draft_plan,
+    open_step,
+    step_run_binding,
+)
+from tasks.tasking import remedy_task
+
+
+def current_run_id() -> uuid.UUID | None:
+    """Return the id of the flow run this code runs in."""
+    run_id = flow_run.get_id()
+    return uuid.UUID(str(run_id)) if run_id else None
+
+
+def _begin_case(case_ref: str) -> StepContext:
+    return begin_case(case_ref, now=utcnow())
+
+
+def _open_step(case_ref: str, step: Step) -> StepContext:
+    run_id = current_run_id()
+    bound = step_run_binding(case_ref, step)
+    alive = bound is not None and bound != run_id and run_is_alive(bound)
+    return open_step(case_ref, step, flow_run_id=run_id, now=utcnow(), other_run_alive=alive)
+
+
+def _prepare_decision(
+    case_ref: str, kind: DecisionKind, scope: str, exclude: list[uuid.UUID] | None = None
+) -> Pending:
+    return prepare_decision(
+        case_ref,
+        kind,
+        scope=scope,
+        flow_run_id=current_run_id(),
+        now=utcnow(),
+        exclude_approvers=exclude,
+    )
+
+
+def _record_submission(request_id: uuid.UUID, submission: dict[str, Any]) -> SubmissionResult:
+    return record_submission(request_id, submission, now=utcnow())
+
+
+def _publish_case_view(case_ref: str) -> None:
+    publish_case_view(case_ref, now=utcnow())
+
+
+def _hand_over(case_ref: str) -> str | None:
+    return hand_over(case_ref, now=utcnow())
+
+
+def _draft_plan(case_ref: str) -> int:
+    return draft_plan(case_ref, now=utcnow())
+
+
+def _activate_plan(case_ref: str) -> int:
+    return activate_plan(case_ref, now=utcnow())
+
+
+begin_case_task = remedy_task(_begin_case, name="begin-case")
+open_step_task = remedy_task(_open_step, name="open-step")
+prepare_decision_task = remedy_task(_prepare_decision, name="prepare-decision")
+record_decision_task = remedy_task(_record_submission, name="record-decision")
+publish_case_view_task = remedy_task(_publish_case_view, name="publish-case-view")
+hand_over_task = remedy_task(_hand_over, name="start-next-step")
+draft_plan_task = remedy_task(_draft_plan, name="draft-plan")
+activate_plan_task = remedy_task(_activate_plan, name="activate-milestones")
