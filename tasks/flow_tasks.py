@@ -15,7 +15,7 @@ from models.enums import DecisionKind, Step
 from tasks.artifacts import publish_case_view
 from tasks.context import utcnow
 from tasks.decisions import Pending, SubmissionResult, prepare_decision, record_submission
-from tasks.orchestration import hand_over, run_is_alive
+from tasks.orchestration import hand_over, run_is_alive, tag_run
 from tasks.steps import (
     StepContext,
     activate_plan,
@@ -39,6 +39,8 @@ def _begin_case(case_ref: str) -> StepContext:
 
 def _open_step(case_ref: str, step: Step) -> StepContext:
     run_id = current_run_id()
+    if run_id is not None:
+        tag_run(run_id, case_ref, step)
     bound = step_run_binding(case_ref, step)
     alive = bound is not None and bound != run_id and run_is_alive(bound)
     return open_step(case_ref, step, flow_run_id=run_id, now=utcnow(), other_run_alive=alive)

@@ -69,6 +69,15 @@ def start_flow(flow: str, case_ref: str, *, idempotency_key: str, step: Step | N
     return run.id
 
 
+def tag_run(flow_run_id: uuid.UUID, case_ref: str, step: Step | None) -> None:
+    """Make sure a run carries the case's tags, however it was started (trigger, UI, CLI)."""
+    wanted = case_tags(case_ref, step)
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(flow_run_id)
+        if not set(wanted) <= set(run.tags):
+            client.update_flow_run(flow_run_id, tags=sorted({*run.tags, *wanted}))
+
+
 def emit_case_closed(case_ref: str) -> None:
     """Announce a closure; the capture-lessons deployment is triggered by this event."""
     emit_event(

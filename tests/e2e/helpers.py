@@ -1,0 +1,72 @@
+"""Helpers for end-to-end tests: open a fresh sample case, read runs and artifacts from Prefect."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import yaml
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+from prefect.client.schemas.objects import FlowRun
+
+from tests.integration.test_intake import run_cli
+
+
+def open_case(examples: Path, tmp_path: Path, *, start: bool = True, **changes: Any) -> str:
+    """Take in a variant of the sample report (unique, so it is not a duplicate) and start it."""
+    import io
+    from contextlib import redirect_stdout
+
+    report = yaml.safe_load((examples / "reports" / "tin-kivu.yaml").read_text())
+    report["description"] += f" [test {uuid.uuid4().hex[:8]}]"
+    report.update(changes)
+    path = tmp_path / f"report-{uuid.uuid4().hex[:6]}.yaml"
+    path.write_text(yaml.safe_dump(report))
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        assert run_cli("intake", str(path), "--no-start") == 0
+    reference = buf.getvalue().strip().splitlines()[0]
+    if start:
+        assert run_cli("start", reference) == 0
+    return reference
+
+
+def case_runs(reference: str) -> list[FlowRun]:
+    """Return every flow run tagged with the case."""
+    with get_client(sync_client=True) as client:
+        return client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[f"case:{reference}"]))
+        )
+
+
+def flow_name(run: FlowRun) -> str:
+    with get_client(sync_client=True) as client:
+        return client.read_flow(run.flow_id).name
+
+
+def wait_for(predicate: Any, timeout: float = 120.0, what: str = "condition") -> Any:
+    """Poll until predicate() is truthy; return its value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
+def latest_artifact(key: str) -> str | None:
+    """Return the newest markdown of an artifact key."""
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    with get_client(sync_client=True) as client:
+        rows = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
+            sort=ArtifactSort.CREATED_DESC,
+            limit=1,
+        )
+    return str(rows[0].data) if rows else None
