@@ -10,14 +10,20 @@ again under a new key, so a person's input never fails the run.
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from prefect import get_run_logger
 from prefect.flow_runs import suspend_flow_run
 
 from models.enums import DecisionKind
 from models.forms import FORMS
-from tasks.decisions import DecisionView
-from tasks.flow_tasks import prepare_decision_task, publish_case_view_task, record_decision_task
+from tasks.decisions import DecisionView, Pending
+from tasks.flow_tasks import (
+    prepare_decision_task,
+    publish_case_view_task,
+    record_decision_task,
+    submitted_input_task,
+)
 from tasks.steps import StepContext
 
 
@@ -34,14 +40,7 @@ def ask(
         pending = prepare_decision_task(ctx.case_ref, kind, scope or ctx.scope, exclude)
         if pending.decision is not None:
             return pending.decision
-        publish_case_view_task(ctx.case_ref)
-        logger.info(
-            "%s: waiting for the %s decision (round %d)", ctx.case_ref, kind.value, pending.round
-        )
-        form = FORMS[kind].with_initial_data(description=pending.description, **pending.initial)
-        submission = suspend_flow_run(wait_for_input=form, key=pending.suspend_key, timeout=None)
-        assert submission is not None
-        result = record_decision_task(pending.request_id, submission.model_dump(mode="json"))
+        result = record_decision_task(pending.request_id, _submission(ctx, pending))
         if result.accepted and result.decision is not None:
             logger.info("%s: %s decided: %s", ctx.case_ref, kind.value, result.decision.outcome)
             publish_case_view_task(ctx.case_ref)
@@ -49,3 +48,23 @@ def ask(
         logger.warning(
             "%s: a %s submission was refused: %s", ctx.case_ref, kind.value, result.reason
         )
+
+
+def _submission(ctx: StepContext, pending: Pending) -> dict[str, Any]:
+    """Wait (suspended, no process held) for the form; or take it from a run that was lost."""
+    if pending.previous_flow_run_id is not None:
+        values = submitted_input_task(pending.previous_flow_run_id, pending.suspend_key)
+        if values is not None:
+            get_run_logger().info("%s: recovered a submission from an earlier run", ctx.case_ref)
+            return values
+    publish_case_view_task(ctx.case_ref)
+    get_run_logger().info(
+        "%s: waiting for the %s decision (round %d)",
+        ctx.case_ref,
+        pending.kind.value,
+        pending.round,
+    )
+    form = FORMS[pending.kind].with_initial_data(description=pending.description, **pending.initial)
+    submission = suspend_flow_run(wait_for_input=form, key=pending.suspend_key, timeout=None)
+    assert submission is not None
+    return submission.model_dump(mode="json")

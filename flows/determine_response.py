@@ -1,4 +1,4 @@
-"""determine-response (IOM step 2): involvement, severity, response level, relationship, referral."""
+"""determine-response (IOM step 2): involvement, severity, response level, relationship."""
 
 from __future__ import annotations
 

@@ -7,6 +7,8 @@ REMEDY_RUNNER_LIMIT at a time. Suspended runs hold no process.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prefect import serve
 from prefect.deployments.runner import RunnerDeployment
 from prefect.events import DeploymentEventTrigger
@@ -44,13 +46,13 @@ def lessons_trigger() -> DeploymentEventTrigger:
 def deployments() -> list[RunnerDeployment]:
     """Return every Remedy deployment, each named after its flow."""
     tags = ["remedy"]
-    built = [f.to_deployment(name=f.name, tags=tags) for f in STEP_FLOWS]
+    built: list[Any] = [f.to_deployment(name=f.name, tags=tags) for f in STEP_FLOWS]
     built.append(
         capture_lessons.to_deployment(
             name=capture_lessons.name, tags=tags, triggers=[lessons_trigger()]
         )
     )
-    return built
+    return built  # to_deployment is synchronous outside an event loop
 
 
 def main() -> None:

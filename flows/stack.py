@@ -93,7 +93,7 @@ class LocalStack:
         logs.mkdir(parents=True, exist_ok=True)
         log = (logs / f"{name}.log").open("ab")
         self._logs.append(log)
-        self.processes[name] = subprocess.Popen(  # noqa: S603 (our own interpreter and module)
+        self.processes[name] = subprocess.Popen(
             argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
 

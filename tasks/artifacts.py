@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from prefect.artifacts import create_markdown_artifact
@@ -39,7 +39,7 @@ def case_view(
         plan = current_plan(session, case.id, PlanStatus.APPROVED) or current_plan(
             session, case.id, PlanStatus.DRAFT
         )
-        actions = []
+        actions: Sequence[tuple[PlanAction, str | None]] = []
         if plan is not None:
             actions = session.exec(
                 select(PlanAction, Stakeholder.key)
@@ -95,9 +95,8 @@ def case_view(
                     and action.due_on < today
                     else ""
                 )
-                lines.append(
-                    f"| {action.key} | {owner or '-'} | {action.due_on} | {action.status.value}{late} |"
-                )
+                state = f"{action.status.value}{late}"
+                lines.append(f"| {action.key} | {owner or '-'} | {action.due_on} | {state} |")
         else:
             lines.append("No plan yet.")
         return "\n".join(lines) + "\n"

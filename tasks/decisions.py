@@ -76,6 +76,8 @@ class Pending(BaseModel):
     description: str
     initial: dict[str, Any] = {}
     decision: DecisionView | None = None
+    # the run this request waited in before (crashed or lost): its submission may be there
+    previous_flow_run_id: uuid.UUID | None = None
 
 
 class SubmissionResult(BaseModel):
@@ -349,8 +351,12 @@ def prepare_decision(
                 carry_from=request,
             )
         elif flow_run_id is not None and request.flow_run_id != flow_run_id:
+            previous = request.flow_run_id
             request.flow_run_id = flow_run_id  # the step is carried by a new run now
             session.add(request)
+            pending = _pending(session, case, request)
+            pending.previous_flow_run_id = previous
+            return pending
         return _pending(session, case, request)
 
 

@@ -15,7 +15,7 @@ from models.enums import DecisionKind, Step
 from tasks.artifacts import publish_case_view
 from tasks.context import utcnow
 from tasks.decisions import Pending, SubmissionResult, prepare_decision, record_submission
-from tasks.orchestration import hand_over, run_is_alive, tag_run
+from tasks.orchestration import hand_over, run_is_alive, submitted_input, tag_run
 from tasks.steps import (
     StepContext,
     activate_plan,
@@ -79,6 +79,7 @@ def _activate_plan(case_ref: str) -> int:
     return activate_plan(case_ref, now=utcnow())
 
 
+submitted_input_task = remedy_task(submitted_input, name="recover-submission")
 begin_case_task = remedy_task(_begin_case, name="begin-case")
 open_step_task = remedy_task(_open_step, name="open-step")
 prepare_decision_task = remedy_task(_prepare_decision, name="prepare-decision")

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 from prefect.events import emit_event
 from prefect.exceptions import ObjectNotFound
+from prefect.input.run_input import read_flow_run_input
 from prefect.settings import get_current_settings
 
 from models.enums import Step
@@ -58,7 +60,7 @@ def run_is_alive(flow_run_id: uuid.UUID) -> bool:
 
 def start_flow(flow: str, case_ref: str, *, idempotency_key: str, step: Step | None) -> uuid.UUID:
     """Create a top-level run of a deployment for a case; a repeated key returns the same run."""
-    run = run_deployment(
+    run: FlowRun = run_deployment(  # type: ignore[assignment]
         deployment_name(flow),
         parameters={"case_ref": case_ref},
         as_subflow=False,
@@ -76,6 +78,21 @@ def tag_run(flow_run_id: uuid.UUID, case_ref: str, step: Step | None) -> None:
         run = client.read_flow_run(flow_run_id)
         if not set(wanted) <= set(run.tags):
             client.update_flow_run(flow_run_id, tags=sorted({*run.tags, *wanted}))
+
+
+def submitted_input(flow_run_id: uuid.UUID, suspend_key: str) -> dict[str, Any] | None:
+    """Return the form a person submitted to a run suspended on a key, if the run kept one.
+
+    A run killed after it was resumed but before it recorded the decision leaves the person's
+    submission behind; the run that takes over the step reads it here instead of asking again.
+    """
+    try:
+        value = read_flow_run_input(
+            key=f"suspended-{suspend_key}-response", flow_run_id=flow_run_id
+        )
+    except ObjectNotFound:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def emit_case_closed(case_ref: str) -> None:

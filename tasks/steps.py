@@ -116,7 +116,7 @@ class StepContext(BaseModel):
         return f"entry-{self.entry}"
 
 
-# --- the lifecycle on stored cases -------------------------------------------------------------
+# --- the lifecycle on stored cases ---------------------------------------------------------------
 
 
 def milestone_summary(session: Session, case_id: uuid.UUID) -> MilestoneSummary:
@@ -150,7 +150,7 @@ def current_plan(session: Session, case_id: uuid.UUID, status: PlanStatus) -> Ac
 def facts_for(
     session: Session, case: RemediationCase, *, now: datetime, **overrides: Any
 ) -> CaseFacts:
-    """Gather what the lifecycle's guards look at from the store (overrides come from a decision)."""
+    """Gather what the lifecycle's guards look at (overrides come from the decision at hand)."""
     safety = session.exec(select(SafetyAssessment).where(SafetyAssessment.case_id == case.id)).all()
     draft = current_plan(session, case.id, PlanStatus.DRAFT)
     draft_actions_n = 0
@@ -205,7 +205,7 @@ def move(
     actor: str,
     **overrides: Any,
 ) -> Transition:
-    """Apply a lifecycle event to a stored case: state, step runs and audit, in the caller's unit."""
+    """Apply a lifecycle event to a stored case: state, step runs, audit (caller's unit of work)."""
     transition = apply(case.state, event, facts_for(session, case, now=now, **overrides))
     source = case.state
     if transition.target == CaseState.ON_HOLD:
@@ -485,7 +485,7 @@ def handle_verification(ctx: HandlerContext) -> Verdict:
     return Verdict(form.outcome, final=form.outcome != "inconclusive")
 
 
-# --- step 2: determine the type and level of response ----------------------------------------------
+# --- step 2: determine the type and level of response --------------------------------------------
 
 
 def _latest_finding(session: Session, case: RemediationCase) -> VerificationFinding | None:
@@ -542,7 +542,7 @@ def handle_response(ctx: HandlerContext) -> Verdict:
     return Verdict(level.value, payload=payload)
 
 
-# --- step 3: design the remediation action plan ----------------------------------------------------
+# --- step 3: design the remediation action plan --------------------------------------------------
 
 
 def _plan_facts(session: Session, case: RemediationCase) -> PlanFacts:
@@ -776,7 +776,7 @@ def handle_plan_budget(ctx: HandlerContext) -> Verdict:
     return Verdict("approved", payload=payload)
 
 
-# --- step 4: implement and monitor -----------------------------------------------------------------
+# --- step 4: implement and monitor ---------------------------------------------------------------
 
 
 def activate_plan(case_ref: str, *, now: datetime) -> int:
@@ -940,7 +940,7 @@ def _milestone_result(
     )
 
 
-# --- step 5: incident closure ----------------------------------------------------------------------
+# --- step 5: incident closure --------------------------------------------------------------------
 
 
 def handle_closure(ctx: HandlerContext) -> Verdict:
@@ -1036,7 +1036,7 @@ def handle_closure_confirmation(ctx: HandlerContext) -> Verdict:
     return Verdict("confirmed")
 
 
-# --- step 6: capture lessons -----------------------------------------------------------------------
+# --- step 6: capture lessons ---------------------------------------------------------------------
 
 
 def handle_lessons(ctx: HandlerContext) -> Verdict:
@@ -1059,7 +1059,7 @@ def handle_lessons(ctx: HandlerContext) -> Verdict:
     return Verdict("recorded")
 
 
-# --- what approvers see, and what their forms start with -------------------------------------------
+# --- what approvers see, and what their forms start with -----------------------------------------
 
 
 def _facts_md(session: Session, case: RemediationCase) -> str:
@@ -1134,6 +1134,7 @@ def _describe_impact(session: Session, case: RemediationCase, _r: DecisionReques
 
 
 def _describe_response(session: Session, case: RemediationCase, _r: DecisionRequest) -> str:
+    level = case.response_level.value if case.response_level else "?"
     role = {
         RemedyRole.PROVIDE: "provide remedy itself",
         RemedyRole.COOPERATE: "provide or cooperate in remedy",
@@ -1143,7 +1144,7 @@ def _describe_response(session: Session, case: RemediationCase, _r: DecisionRequ
         f"- Involvement: **{case.involvement.value if case.involvement else '?'}**, so the "
         f"company must {role[case.remedy_role] if case.remedy_role else '?'}\n"
         f"- Severity: **{case.severity.value if case.severity else '?'}**\n"
-        f"- Response level derived by policy: **{case.response_level.value if case.response_level else '?'}** "
+        f"- Response level derived by policy: **{level}** "
         "(level_1 is the most urgent). Accept it, or override it with a reason.\n\n"
         "Decide the business relationship (disengagement is a last resort: weigh its effect on "
         "the workers) and whether to refer to law enforcement (weigh victim safety and consent)."

@@ -83,7 +83,7 @@ def submit_decision(
             result = client.resume_flow_run(request.flow_run_id, run_input=values)
             if result.status == SetStateStatus.ACCEPT:
                 return request.flow_run_id
-            reason = result.details.reason if result.details else None
+            reason = getattr(result.details, "reason", None)
             retry = result.status in (SetStateStatus.REJECT, SetStateStatus.WAIT)
             if not retry or time.monotonic() > deadline:
                 raise SubmitFailedError(f"Prefect did not accept the submission: {reason}")

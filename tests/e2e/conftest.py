@@ -92,9 +92,10 @@ def live(e2e: E2E, monkeypatch: pytest.MonkeyPatch, examples: Path) -> Iterator[
     monkeypatch.setenv("PREFECT_API_URL", e2e.stack.api_url)
     _clear_caches()
     with temporary_settings({PREFECT_API_URL: e2e.stack.api_url, PREFECT_UI_URL: e2e.stack.ui_url}):
-        from tasks.db import read_only
-        from models.tables import Stakeholder
         from sqlmodel import select
+
+        from models.tables import Stakeholder
+        from tasks.db import read_only
 
         with read_only() as session:
             loaded = session.exec(select(Stakeholder)).first() is not None

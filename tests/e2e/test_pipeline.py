@@ -123,9 +123,11 @@ def test_sample_case_through_all_six_steps(live: E2E, examples: Path, tmp_path: 
 
     # Prefect: every run of the case ended well; lessons were started by the closure event
     runs = wait_for(
-        lambda: [r for r in case_runs(ref) if r.state and r.state.is_final()]
-        if all(r.state and r.state.is_final() for r in case_runs(ref))
-        else None,
+        lambda: (
+            [r for r in case_runs(ref) if r.state and r.state.is_final()]
+            if all(r.state and r.state.is_final() for r in case_runs(ref))
+            else None
+        ),
         what="all runs final",
     )
     names = {flow_name(r): r for r in runs}
