@@ -12,7 +12,7 @@ from cyclopts import App, CycloptsError, Parameter
 from rich.console import Console
 from rich.table import Table
 
-from models.enums import CaseStatus
+from models.enums import CaseStatus, MilestoneStatus, Role
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -24,7 +24,9 @@ db_app = App(name="db", help="The case store's schema.")
 key_app = App(name="key", help="The encryption key for identifying data.")
 audit_app = App(name="audit", help="The audit chain.")
 directory_app = App(name="directory", help="Organisations and stakeholders.")
-for sub in (db_app, key_app, audit_app, directory_app):
+members_app = App(name="members", help="Who plays which role on a case.")
+milestone_app = App(name="milestone", help="Progress on a plan's milestones.")
+for sub in (db_app, key_app, audit_app, directory_app, members_app, milestone_app):
     app.command(sub)
 
 
@@ -227,6 +229,123 @@ def _print_summary(s: object) -> None:
     if s.members:
         out.print("Members: " + ", ".join(f"{m['stakeholder']} ({m['role']})" for m in s.members))
     out.print(f"Audit events: {s.audit_events}")
+
+
+@members_app.command(name="add")
+def members_add(reference: str, stakeholder: str, role: Role) -> int:
+    """Give a stakeholder a role on a case (audited)."""
+    from tasks.context import utcnow
+    from tasks.directory import MembershipError, add_member
+
+    try:
+        added = add_member(reference, stakeholder, role, actor=_actor(), now=utcnow())
+    except MembershipError as exc:
+        return _fail(str(exc))
+    out.print(f"{stakeholder} is {role.value} on {reference}" + ("" if added else " (already)"))
+    return EXIT_OK
+
+
+@members_app.command(name="remove")
+def members_remove(reference: str, stakeholder: str, role: Role) -> int:
+    """Take a role on a case away from a stakeholder (audited)."""
+    from tasks.context import utcnow
+    from tasks.directory import MembershipError, remove_member
+
+    try:
+        removed = remove_member(reference, stakeholder, role, actor=_actor(), now=utcnow())
+    except MembershipError as exc:
+        return _fail(str(exc))
+    out.print(
+        f"{stakeholder} is no longer {role.value} on {reference}" if removed else "No change."
+    )
+    return EXIT_OK
+
+
+@milestone_app.command(name="update")
+def milestone_update(
+    reference: str,
+    key: str,
+    *,
+    status: MilestoneStatus,
+    by: Annotated[str, Parameter(help="Your stakeholder key (owner or case lead).")],
+    note: str = "",
+    evidence: Annotated[
+        list[str] | None, Parameter(help="Evidence reference (repeatable), e.g. doc:receipt-12.")
+    ] = None,
+) -> int:
+    """Record progress on a milestone: done (owner), verified or waived (case lead)."""
+    from tasks.context import utcnow
+    from tasks.steps import MilestoneUpdateError, update_milestone
+
+    try:
+        result = update_milestone(
+            reference, key, status=status, by=by, note=note, evidence=evidence or [], now=utcnow()
+        )
+    except MilestoneUpdateError as exc:
+        return _fail(str(exc))
+    out.print(f"{reference} {key}: {result.status.value}; {result.open_milestones} open.")
+    if result.plan_completed:
+        out.print("Every milestone is verified or waived: the case moves to closure.")
+        _hand_over(reference)
+    return EXIT_OK
+
+
+def _hand_over(reference: str) -> None:
+    """Start the case's next step if a Prefect server is configured (else the sweep will)."""
+    import os
+
+    if not os.environ.get("PREFECT_API_URL"):
+        err.print("No PREFECT_API_URL: the monitoring sweep starts the next step.")
+        return
+    from tasks.context import utcnow
+    from tasks.orchestration import hand_over
+
+    started = hand_over(reference, now=utcnow())
+    if started:
+        err.print(f"Started {started} for {reference}.")
+
+
+@app.command(name="doctor")
+def doctor(*, as_json: Annotated[bool, Parameter(name="--json")] = False) -> int:
+    """List cases whose stored state and Prefect runs disagree (exit 1 if any)."""
+    from tasks.context import utcnow
+    from tasks.doctor import diagnose
+
+    findings = diagnose(now=utcnow())
+    if as_json:
+        out.print_json(json.dumps([f.model_dump(mode="json") for f in findings]))
+    elif not findings:
+        out.print("Store and Prefect agree: every waiting decision has a live suspended run.")
+    else:
+        table = Table("case", "step", "problem", "flow run", "run state", "repair")
+        for f in findings:
+            table.add_row(
+                f.case_ref,
+                str(f.step),
+                f.detail,
+                str(f.flow_run_id or "-"),
+                f.run_state or "-",
+                f.repair,
+            )
+        out.print(table)
+    return EXIT_FAILED if findings else EXIT_OK
+
+
+@app.command(name="up")
+def up(*, port: int = 4200) -> int:
+    """Start the local Prefect server (unless one is configured) and the runner; Ctrl-C stops."""
+    from flows.stack import StackError
+    from flows.up import prepare_store, run_until_interrupted, start_stack
+    from models.settings import get_settings
+
+    prepare_store()
+    try:
+        stack = start_stack(get_settings().home, port, out.print)
+    except StackError as exc:
+        return _fail(str(exc))
+    out.print(f"Remedy is up. Prefect UI: {stack.ui_url}  (Ctrl-C stops everything)")
+    out.print(f"Logs: {stack.home / 'logs'}")
+    return run_until_interrupted(stack, out.print)
 
 
 def _parse_value(raw: str) -> object:

@@ -146,3 +146,74 @@ def members_of(session: Session, case_id: uuid.UUID, role: Role) -> list[Stakeho
         .order_by(Stakeholder.key)
     ).all()
     return list(rows)
+
+
+class MembershipError(Exception):
+    """A membership change names an unknown case or stakeholder."""
+
+
+def _case_and_person(session: Session, reference: str, key: str) -> tuple[Any, Stakeholder]:
+    from tasks.cases import CaseNotFoundError, get_case
+
+    try:
+        case = get_case(session, reference, lock=True)
+    except CaseNotFoundError as exc:
+        raise MembershipError(str(exc)) from None
+    person = session.exec(select(Stakeholder).where(Stakeholder.key == key)).first()
+    if person is None:
+        raise MembershipError(f"no stakeholder {key} in the directory")
+    return case, person
+
+
+def add_member(reference: str, key: str, role: Role, *, actor: str, now: datetime) -> bool:
+    """Give a stakeholder a role on a case; False if they hold it already."""
+    with unit_of_work() as session:
+        case, person = _case_and_person(session, reference, key)
+        existing = session.exec(
+            select(CaseMember).where(
+                CaseMember.case_id == case.id,
+                CaseMember.stakeholder_id == person.id,
+                CaseMember.role == role,
+            )
+        ).first()
+        if existing is not None:
+            return False
+        session.add(CaseMember(case_id=case.id, stakeholder_id=person.id, role=role, added_at=now))
+        append_audit(
+            session,
+            chain=reference,
+            actor=actor,
+            action="member.added",
+            at=now,
+            subject_type="stakeholder",
+            subject_id=str(person.id),
+            details={"stakeholder": key, "role": role.value},
+        )
+        return True
+
+
+def remove_member(reference: str, key: str, role: Role, *, actor: str, now: datetime) -> bool:
+    """Take a role on a case away from a stakeholder; False if they did not hold it."""
+    with unit_of_work() as session:
+        case, person = _case_and_person(session, reference, key)
+        existing = session.exec(
+            select(CaseMember).where(
+                CaseMember.case_id == case.id,
+                CaseMember.stakeholder_id == person.id,
+                CaseMember.role == role,
+            )
+        ).first()
+        if existing is None:
+            return False
+        session.delete(existing)
+        append_audit(
+            session,
+            chain=reference,
+            actor=actor,
+            action="member.removed",
+            at=now,
+            subject_type="stakeholder",
+            subject_id=str(person.id),
+            details={"stakeholder": key, "role": role.value},
+        )
+        return True

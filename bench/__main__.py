@@ -1,0 +1,63 @@
+"""`python -m bench [pipeline|waiting] [options]`: run the benchmarks (all, with modest defaults)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+QUICK_CASES = 50
+
+
+def _parser() -> argparse.ArgumentParser:
+    from bench import bench_pipeline, bench_waiting
+
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    sub = parser.add_subparsers(dest="bench")
+    bench_pipeline.add_arguments(
+        sub.add_parser("pipeline", help="one case through six steps, against empty flows")
+    )
+    bench_waiting.add_arguments(
+        sub.add_parser("waiting", help="many cases waiting for a decision at once")
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark(s) named on the command line."""
+    # The runner's deployments point at files relative to the working directory.
+    os.chdir(ROOT)
+    # This process is a Prefect client too: keep its profile and telemetry out of the user's home.
+    client_home = Path(tempfile.mkdtemp(prefix="remedy-bench-client-"))
+    os.environ["PREFECT_HOME"] = str(client_home)
+    from flows.stack import QUIET_PREFECT
+
+    os.environ.update(QUIET_PREFECT)
+    from bench import bench_pipeline, bench_waiting
+    from bench.common import say, stop_on_sigterm
+
+    stop_on_sigterm()
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.bench == "pipeline":
+            return bench_pipeline.run(args)
+        if args.bench == "waiting":
+            return bench_waiting.run(args)
+        say("all benchmarks, modest defaults (python -m bench pipeline|waiting for options)")
+        code = bench_pipeline.run(parser.parse_args(["pipeline"]))
+        code |= bench_waiting.run(parser.parse_args(["waiting", "--cases", str(QUICK_CASES)]))
+        return code
+    except KeyboardInterrupt:
+        say("interrupted; everything started was stopped")
+        return 130
+    finally:
+        shutil.rmtree(client_home, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
