@@ -574,6 +574,11 @@ def _refuse(
     session.add(request)
     session.flush()
     approvers = _stakeholders(session, request.approver_ids)
+    current = designated_approvers(session, case.id, request.kind, exclude=set())
+    if current and not {p.id for p in approvers} & {p.id for p in current}:
+        # nobody asked can decide any more (roles changed): ask who holds the role now, or the
+        # next round would wait forever; four eyes stay enforced by the closure handlers
+        approvers = current
     nxt = _new_request(
         session,
         case=case,

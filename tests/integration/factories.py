@@ -97,9 +97,9 @@ class SampleCase:
 
     # --- steps
 
-    def enter(self, step: Step) -> StepContext:
-        """Open a step the way its flow does, in a fresh run."""
-        self.run_id = uuid.uuid4()
+    def enter(self, step: Step, run_id: uuid.UUID | None = None) -> StepContext:
+        """Open a step the way its flow does (in a fresh run unless one is given)."""
+        self.run_id = run_id or uuid.uuid4()
         self.ctx = open_step(self.ref, step, flow_run_id=self.run_id, now=self.clock.tick())
         assert self.ctx.active, self.ctx.note
         return self.ctx

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -29,7 +30,15 @@ from models.tables import (
     DecisionRequest,
     Notification,
 )
-from tasks.decisions import NoApproverError, code_hash, record_submission
+from tasks.decisions import (
+    NoApproverError,
+    code_hash,
+    describe_request,
+    record_submission,
+    refusal_reason,
+    waiting_requests,
+)
+from tasks.directory import add_member
 from tasks.submit import issued_code
 from tasks.vault import get_vault
 from tests.conftest import Store
@@ -119,6 +128,23 @@ def test_prepare_decision_is_idempotent_and_keeps_codes_hashed(store: Store) -> 
         assert code not in dump
     for notice in notices:
         assert "code" not in notice.context and notice.context["code_ciphertext"]
+    assert case.chain().ok
+
+
+def test_runs_preparing_at_once_share_one_request(store: Store) -> None:
+    case = start_sample_case(Clock())
+    barrier = threading.Barrier(4)
+
+    def prepare(_: int) -> uuid.UUID:
+        barrier.wait()
+        return case.prepare(DecisionKind.SCREENING).request_id
+
+    with ThreadPoolExecutor(4) as pool:
+        ids = set(pool.map(prepare, range(4)))
+    [request] = requests_of(case, DecisionKind.SCREENING)
+    assert ids == {request.id}
+    assert len(requested_notices(request.id)) == 1
+    assert len(audited(case, "decision.requested")) == 1
     assert case.chain().ok
 
 
@@ -229,6 +255,10 @@ def test_a_refused_submission_is_audited_and_asked_again(
     assert allegation.screening_outcome == ScreeningOutcome.PENDING
     assert case.case().state == CaseState.VERIFYING
 
+    # the CLI and the approval page find the reason and the next round
+    assert refusal_reason(old.id) == result.reason
+    assert [r.id for r in waiting_requests(case.ref)] == [new.id]
+    assert "Screen the allegation" in describe_request(new.id)
     # the next round is what prepare returns, and the lead's original code works on it
     assert case.prepare(DecisionKind.SCREENING).request_id == new.id
     accepted = case.submit(new.id, LEAD, values, code=lead_code)
@@ -251,6 +281,27 @@ def test_an_approver_who_lost_the_role_is_refused(store: Store) -> None:
     # the other designated approver still decides, on the new round
     _, new = requests_of(case, DecisionKind.SAFETY)
     assert case.submit(new.id, who, values).accepted
+    assert case.chain().ok
+
+
+def test_a_replaced_approver_is_asked_on_the_next_round(store: Store) -> None:
+    case = start_sample_case(Clock())
+    case.decide(DecisionKind.SCREENING)
+    case.decide(DecisionKind.SAFETY)
+    pending = case.prepare(DecisionKind.VERIFICATION)
+    # the verifier leaves the case while the decision waits; another takes the role over
+    remove_role(case.ref, Role.VERIFIER, VERIFIER)
+    add_member(case.ref, OBSERVER, Role.VERIFIER, actor="test", now=case.clock.tick())
+    _, values = script(DecisionKind.VERIFICATION)
+    left = case.submit(pending.request_id, VERIFIER, values)
+    assert not left.accepted and left.reason is not None and "no longer holds" in left.reason
+
+    # the next round is the new verifier's: otherwise nobody could ever take the decision
+    _, new = requests_of(case, DecisionKind.VERIFICATION)
+    assert new.approver_ids == [str(stakeholder_id(OBSERVER))]
+    assert [n.recipient_id for n in requested_notices(new.id)] == [stakeholder_id(OBSERVER)]
+    assert case.submit(new.id, OBSERVER, values).accepted
+    assert case.case().state == CaseState.DETERMINING_RESPONSE
     assert case.chain().ok
 
 
@@ -411,6 +462,14 @@ def test_closure_needs_a_second_different_approver(store: Store) -> None:
 
 def test_a_rejected_confirmation_sends_the_proposal_back(store: Store) -> None:
     case = to_closing(Clock())
+    # a screened-out case has no plan: it cannot be closed as resolved
+    pending = case.prepare(DecisionKind.CLOSURE)
+    who, values = script(DecisionKind.CLOSURE)
+    resolved = case.submit(pending.request_id, who, values)
+    assert not resolved.accepted and resolved.reason is not None
+    assert resolved.reason.startswith(
+        "the closure criteria are not met: The plan has no milestones"
+    )
     proposal = case.decide(DecisionKind.CLOSURE, closure_type="no_basis")
     scope = case.confirmation_scope(proposal)
 
@@ -430,12 +489,12 @@ def test_a_rejected_confirmation_sends_the_proposal_back(store: Store) -> None:
     )
     assert rejection.outcome == "rejected"
     assert case.case().state == CaseState.CLOSING
-    [first] = requests_of(case, DecisionKind.CLOSURE)
+    _, first = requests_of(case, DecisionKind.CLOSURE)
     assert first.status == DecisionRequestStatus.SUPERSEDED
 
     # the closure is asked again, in a new round; the new proposal is confirmed separately
     again = case.prepare(DecisionKind.CLOSURE)
-    assert again.decision is None and again.round == 2
+    assert again.decision is None and again.round == 3
     assert again.suspend_key != first.suspend_key
     second = case.submit(
         again.request_id, LEAD, script(DecisionKind.CLOSURE, closure_type="no_basis")[1]
