@@ -8,6 +8,7 @@ its consequences, or refuses it, audits the refusal and opens the next round.
 
 from __future__ import annotations
 
+import hmac
 import secrets
 import uuid
 from collections.abc import Callable
@@ -414,16 +415,15 @@ def _check_submitter(
     session: Session, request: DecisionRequest, form: ApprovalForm, now: datetime
 ) -> tuple[Stakeholder, ApprovalCode]:
     approver = session.exec(select(Stakeholder).where(Stakeholder.key == form.approver)).first()
-    if approver is None or str(approver.id) not in request.approver_ids:
+    if approver is None or not approver.active or str(approver.id) not in request.approver_ids:
         raise RefusedError("the submitter is not a designated approver of this decision")
     code_row = session.exec(
         select(ApprovalCode).where(
             ApprovalCode.request_id == request.id, ApprovalCode.stakeholder_id == approver.id
         )
     ).first()
-    if code_row is None or code_row.code_hash != code_hash(
-        get_vault(), approver.id, form.approval_code
-    ):
+    expected = code_hash(get_vault(), approver.id, form.approval_code)
+    if code_row is None or not hmac.compare_digest(code_row.code_hash, expected):
         raise RefusedError("the approval code is wrong")
     if code_row.used_at is not None:
         raise RefusedError("the approval code was used already")
@@ -447,16 +447,23 @@ def record_submission(
     """Check a submitted form and record the decision with its consequences, or refuse it."""
     _registered()
     with unit_of_work() as session:
+        # lock the case first, then the request: the same order as prepare_decision
+        case_id = session.exec(
+            select(DecisionRequest.case_id).where(DecisionRequest.id == request_id)
+        ).one()
+        case = get_case(session, _case_ref(session, case_id), lock=True)
         request = session.exec(
             select(DecisionRequest).where(DecisionRequest.id == request_id).with_for_update()
         ).one()
-        case = get_case(session, _case_ref(session, request.case_id), lock=True)
         submitter = str(submission.get("approver", ""))[:64]
         if request.status != DecisionRequestStatus.WAITING:
-            _audit_refusal(
-                session, case, request, submitter, "this decision was already taken", now
+            reason = (
+                "this decision was already taken"
+                if request.status == DecisionRequestStatus.DECIDED
+                else "this request was replaced by a newer one; use the latest notification"
             )
-            return SubmissionResult(accepted=False, reason="this decision was already taken")
+            _audit_refusal(session, case, request, submitter, reason, now)
+            return SubmissionResult(accepted=False, reason=reason)
         try:
             form = FORMS[request.kind].model_validate(submission)
             approver, code_row = _check_submitter(session, request, form, now)

@@ -858,6 +858,9 @@ def update_milestone(
                 select(ProgressUpdate).where(ProgressUpdate.idempotency_key == idempotency_key)
             ).first()
             if seen is not None:
+                seen_action = session.get(PlanAction, seen.action_id)
+                if seen.case_id != case.id or seen_action is None or seen_action.key != key:
+                    raise MilestoneUpdateError("this update key was used for another milestone")
                 return _milestone_result(session, case, key, seen.status)
         if case.state != CaseState.IMPLEMENTING:
             raise MilestoneUpdateError(f"{case_ref} is {case.state.value}, not implementing a plan")
@@ -952,6 +955,12 @@ def handle_closure(ctx: HandlerContext) -> Verdict:
         form.victim_view_recorded,
         form.unresolved_authorised,
     )
+    no_case = (ClosureType.NO_BASIS, ClosureType.DUPLICATE)
+    if form.closure_type in no_case and ctx.case.closure_type not in no_case:
+        # only screening or verification can find there is no case; a remedied case is not one
+        problems.append(
+            f"'{form.closure_type.value}' is for allegations screened out or unsubstantiated."
+        )
     if problems:
         raise RefusedError("the closure criteria are not met: " + " ".join(problems))
     return Verdict(form.closure_type.value)

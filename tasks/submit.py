@@ -114,6 +114,7 @@ def _earlier_rounds(request: DecisionRequest) -> list[uuid.UUID]:
             select(DecisionRequest).where(
                 DecisionRequest.case_id == request.case_id,
                 DecisionRequest.kind == request.kind,
+                DecisionRequest.scope == request.scope,
                 DecisionRequest.round < request.round,
             )
         ).all()
