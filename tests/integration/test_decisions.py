@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+from sqlmodel import select
 
 from models.enums import (
     CaseState,
@@ -507,3 +508,37 @@ def test_a_rejected_confirmation_sends_the_proposal_back(store: Store) -> None:
     )
     assert confirmed.outcome == "confirmed" and case.case().state == CaseState.CLOSED
     assert case.chain().ok
+
+
+def test_a_submission_to_a_replaced_round_is_refused_as_such(store: Store) -> None:
+    case = start_sample_case(Clock())
+    first = case.prepare(DecisionKind.SCREENING)
+    who, values = script(DecisionKind.SCREENING)
+    code = issued_code(first.request_id, who)
+    refused = case.submit(first.request_id, who, values, code="WRONG999")
+    assert not refused.accepted
+    late = case.submit(first.request_id, who, values, code=code)
+    assert not late.accepted
+    assert late.reason == "this request was replaced by a newer one; use the latest notification"
+    # the same code still works on the round that replaced it
+    current = case.prepare(DecisionKind.SCREENING)
+    assert current.request_id != first.request_id
+    assert case.submit(current.request_id, who, values, code=code).accepted
+
+
+def test_an_inactive_approver_is_refused(store: Store) -> None:
+    from models.tables import Stakeholder
+    from tasks.db import unit_of_work
+
+    case = start_sample_case(Clock())
+    pending = case.prepare(DecisionKind.SCREENING)
+    who, values = script(DecisionKind.SCREENING)
+    code = issued_code(pending.request_id, who)
+    with unit_of_work() as session:
+        person = session.exec(select(Stakeholder).where(Stakeholder.key == who)).one()
+        person.active = False
+        session.add(person)
+    result = case.submit(pending.request_id, who, values, code=code)
+    assert not result.accepted
+    assert result.reason == "the submitter is not a designated approver of this decision"
+    assert rows(Decision, Decision.case_id == case.case().id) == []

@@ -681,3 +681,50 @@ def test_running_a_step_again_writes_nothing_new(store: Store) -> None:
     assert case.case().state == CaseState.CLOSING
     unchanged(lambda: activate_plan(case.ref, now=clock.tick()))
     assert case.chain().ok
+
+
+def test_a_remedied_case_cannot_be_closed_as_no_basis(store: Store) -> None:
+    case = to_implementing(Clock())
+    implement(case)
+    assert case.case().state == CaseState.CLOSING
+    case.enter(Step.CLOSE)
+    pending = case.prepare(DecisionKind.CLOSURE)
+    who, values = script(DecisionKind.CLOSURE, closure_type="no_basis")
+    result = case.submit(pending.request_id, who, values)
+    assert not result.accepted
+    assert "screened out or unsubstantiated" in (result.reason or "")
+
+
+def test_a_milestone_update_key_belongs_to_one_milestone(store: Store) -> None:
+    case = to_implementing(Clock())
+    activate_plan(case.ref, now=case.clock.tick())
+    owners = dict(milestones(case.ref))
+    first, second = "document-return", "management-training"
+    update_milestone(
+        case.ref,
+        first,
+        status=MilestoneStatus.DONE,
+        by=owners[first] or LEAD,
+        evidence=["doc:a"],
+        now=case.clock.tick(),
+        idempotency_key="update-1",
+    )
+    again = update_milestone(
+        case.ref,
+        first,
+        status=MilestoneStatus.DONE,
+        by=owners[first] or LEAD,
+        evidence=["doc:a"],
+        now=case.clock.tick(),
+        idempotency_key="update-1",
+    )
+    assert again.status == MilestoneStatus.DONE
+    with pytest.raises(MilestoneUpdateError, match="used for another milestone"):
+        update_milestone(
+            case.ref,
+            second,
+            status=MilestoneStatus.DONE,
+            by=LEAD,
+            now=case.clock.tick(),
+            idempotency_key="update-1",
+        )
