@@ -1,0 +1,93 @@
+"""Take the README's screenshots of the Prefect UI with the system Chromium (docs/*.png).
+
+    .venv/bin/python docs/screenshots.py
+
+Starts a throw-away stack under a temporary home, opens the sample case, waits for its first
+decision, and photographs the run page with its Resume form open, then the case view artifact.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+CHROMIUM = os.environ.get("REMEDY_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def main() -> None:
+    """Take the screenshots into docs/."""
+    home = Path(tempfile.mkdtemp(prefix="remedy-shots-"))
+    os.environ["REMEDY_HOME"] = str(home)
+    from flows.stack import free_port
+    from flows.up import prepare_store, start_stack
+
+    prepare_store()
+    from flows.cli import main as remedy
+
+    with contextlib.suppress(SystemExit):
+        remedy(["directory", "load", str(ROOT / "examples" / "stakeholders.yaml")])
+    stack = start_stack(home, free_port(), print)
+    try:
+        from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, temporary_settings
+
+        with temporary_settings({PREFECT_API_URL: stack.api_url, PREFECT_UI_URL: stack.ui_url}):
+            _shoot(stack.ui_url)
+    finally:
+        stack.stop()
+
+
+def _shoot(ui: str) -> None:
+    import time
+
+    from playwright.sync_api import sync_playwright
+
+    from tasks.context import utcnow
+    from tasks.decisions import waiting_requests
+    from tasks.intake import open_case, read_report
+    from tasks.orchestration import ENTRY_FLOW, start_flow
+    from tasks.submit import waiting_run_ready
+
+    report = read_report(ROOT / "examples" / "reports" / "tin-kivu.yaml", now=utcnow())
+    ref = open_case(report, now=utcnow(), actor="screenshots").reference
+    start_flow(ENTRY_FLOW, ref, idempotency_key=f"{ref}-shots", step=None)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        waiting = waiting_requests(ref)
+        if waiting and waiting_run_ready(waiting[0]):
+            break
+        time.sleep(0.5)
+    else:
+        raise TimeoutError("the first decision did not come")
+    run_id = waiting[0].flow_run_id
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"{ui}/runs/flow-run/{run_id}")
+        page.get_by_role("button", name="Resume").first.click()
+        page.wait_for_timeout(1500)
+        page.screenshot(path=str(ROOT / "docs" / "approve-in-prefect-ui.png"))
+        page.goto(f"{ui}/artifacts/key/case-{ref.lower()}")
+        page.locator("a[href*='/artifacts/artifact/']").first.click()  # the newest version
+        page.wait_for_timeout(2000)
+        page.screenshot(path=str(ROOT / "docs" / "case-view-artifact.png"))
+        browser.close()
+    print("Screenshots written to docs/")
+
+
+if __name__ == "__main__":
+    main()
