@@ -106,6 +106,7 @@ class LocalStack:
         prefect_home.mkdir(parents=True, exist_ok=True)
         env["PREFECT_HOME"] = str(prefect_home)
         env.pop("PREFECT_API_URL", None)
+        env["PREFECT_UI_API_URL"] = self.api_url  # the UI in the browser calls this port
         if self.server_database_url:
             env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = self.server_database_url
         else:
