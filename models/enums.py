@@ -456,3 +456,15 @@ class RootCause(StrEnum):
     ARMED_GROUP_CONTROL = "armed_group_control"
     WEAK_SUPPLIER_DUE_DILIGENCE = "weak_supplier_due_diligence"
     OTHER = "other"
+
+
+class LinkPurpose(StrEnum):
+    """What a signed link to the approval page lets its recipient do."""
+
+    DECIDE = "decide"
+    PROGRESS = "progress"
+
+
+class EmailFormat(StrEnum):
+    HTML = "html"
+    TEXT = "text"

@@ -42,6 +42,22 @@ class Settings(BaseSettings):
     plan_templates_file: Path | None = Field(
         default=None, description="Operator's plan templates (TOML); default: the shipped ones."
     )
+    approval_base_url: str = Field(
+        default="http://127.0.0.1:8686",
+        description="Address of the approval page as stakeholders reach it (used in links).",
+    )
+    approval_host: str = Field(default="127.0.0.1", description="Where the approval page listens.")
+    approval_port: int = Field(default=8686, ge=1, le=65535)
+    progress_link_days: int = Field(
+        default=14, ge=1, le=90, description="How long a milestone owner's progress link lives."
+    )
+    smtp_url: SecretStr | None = Field(
+        default=None,
+        description="apprise e-mail URL without recipient, e.g. "
+        "mailtos://user:pass@smtp.example.org:587?from=remedy@example.org (a credential).",
+    )
+    delivery_max_attempts: int = Field(default=8, ge=1, le=50)
+    delivery_backoff_seconds: float = Field(default=30.0, gt=0, le=3600)
     runner_limit: int = Field(
         default=8, ge=1, le=200, description="Most step runs executing at once in one runner."
     )

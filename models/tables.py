@@ -25,8 +25,10 @@ from models.enums import (
     ConsentPurpose,
     DecisionKind,
     DecisionRequestStatus,
+    EmailFormat,
     IndicatorStatus,
     Involvement,
+    LinkPurpose,
     Locale,
     MilestoneStatus,
     Mineral,
@@ -106,6 +108,7 @@ class Stakeholder(SQLModel, table=True):
     chat_address: str | None = Field(default=None, max_length=200)
     # Where the chat webhook URL (a credential) is kept: "env:NAME" or "block:secret-name".
     chat_secret_ref: str | None = Field(default=None, max_length=200)
+    email_format: EmailFormat = _enum(EmailFormat, default=EmailFormat.HTML)
     default_roles: list[str] = _json()
     active: bool = True
     created_at: datetime = _when()
@@ -455,11 +458,32 @@ class Notification(SQLModel, table=True):
     context: dict[str, Any] = _json(default_factory=dict)
     idempotency_key: str = Field(max_length=200, unique=True)
     status: NotificationStatus = _enum(NotificationStatus, default=NotificationStatus.PENDING)
+    # pseudonyms the message mentions: a withdrawn consent suppresses it
+    mentions: list[str] = _json()
     attempts: int = 0
     last_error: str | None = Field(default=None, max_length=500)
     created_at: datetime = _when()
     next_attempt_at: datetime | None = _when(nullable=True)
+    # a delivery in progress holds the row until then; after a crash another drain takes it
+    claimed_until: datetime | None = _when(nullable=True)
     delivered_at: datetime | None = _when(nullable=True)
+
+
+class ApprovalLink(SQLModel, table=True):
+    """A signed, expiring, single-use link to the approval page, sent to one stakeholder."""
+
+    __tablename__ = "approval_link"
+    id: uuid.UUID = _id()
+    purpose: LinkPurpose = _enum(LinkPurpose)
+    case_id: uuid.UUID = _fk("remediation_case.id")
+    stakeholder_id: uuid.UUID = _fk("stakeholder.id")
+    request_id: uuid.UUID | None = _fk("decision_request.id", nullable=True)
+    action_id: uuid.UUID | None = _fk("plan_action.id", nullable=True)
+    # the recipient's one-time code (encrypted), so the page can submit it on their behalf
+    code_ciphertext: str | None = Field(default=None, sa_type=sa.Text)
+    created_at: datetime = _when()
+    expires_at: datetime = _when()
+    used_at: datetime | None = _when(nullable=True)
 
 
 class AuditEvent(SQLModel, table=True):

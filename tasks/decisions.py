@@ -19,11 +19,12 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from sqlmodel import Session, col, select
 
-from models.enums import DecisionKind, DecisionRequestStatus, Role, Severity
+from models.enums import DecisionKind, DecisionRequestStatus, LinkPurpose, Role, Severity
 from models.forms import APPROVER_ROLES, DECISION_TITLES, FORMS, ApprovalForm
 from models.policy import Policy, decision_due
 from models.tables import (
     ApprovalCode,
+    ApprovalLink,
     CaseMember,
     Decision,
     DecisionRequest,
@@ -35,6 +36,7 @@ from tasks.audit import append_audit
 from tasks.cases import get_case
 from tasks.context import current_policy
 from tasks.db import read_only, unit_of_work
+from tasks.links import create_link
 from tasks.vault import Vault, get_vault
 
 CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O or 1/I to misread
@@ -197,15 +199,26 @@ def _issue_codes(
     vault: Vault,
     now: datetime,
     carry_from: DecisionRequest | None = None,
-) -> None:
-    """Give each approver a code for this request (an unused, unexpired one carries over)."""
+) -> dict[uuid.UUID, uuid.UUID]:
+    """Give each approver a code and an approval-page link for this request.
+
+    An unused, unexpired code carries over from the round this one replaces (with a new link
+    for the new round); a fresh code is sent in a decision_requested message. Returns the
+    approvers' link ids.
+    """
     previous: dict[uuid.UUID, ApprovalCode] = {}
+    old_links: dict[uuid.UUID, ApprovalLink] = {}
     if carry_from is not None:
         for code_row in session.exec(
             select(ApprovalCode).where(ApprovalCode.request_id == carry_from.id)
         ).all():
             previous[code_row.stakeholder_id] = code_row
+        for link in session.exec(
+            select(ApprovalLink).where(ApprovalLink.request_id == carry_from.id)
+        ).all():
+            old_links[link.stakeholder_id] = link
     ttl = timedelta(hours=policy.approvals.code_ttl_hours)
+    links: dict[uuid.UUID, uuid.UUID] = {}
     for person in approvers:
         old = previous.get(person.id)
         if old is not None and old.used_at is None and old.expires_at > now:
@@ -217,6 +230,19 @@ def _issue_codes(
                     expires_at=old.expires_at,
                 )
             )
+            old_link = old_links.get(person.id)
+            if old_link is not None and old_link.code_ciphertext:
+                link = create_link(
+                    session,
+                    purpose=LinkPurpose.DECIDE,
+                    case_id=case.id,
+                    stakeholder_id=person.id,
+                    request_id=request.id,
+                    now=now,
+                    expires_at=old.expires_at,
+                )
+                link.code_ciphertext = old_link.code_ciphertext
+                links[person.id] = link.id
             continue
         code = new_code()
         session.add(
@@ -227,6 +253,17 @@ def _issue_codes(
                 expires_at=now + ttl,
             )
         )
+        link = create_link(
+            session,
+            purpose=LinkPurpose.DECIDE,
+            case_id=case.id,
+            stakeholder_id=person.id,
+            request_id=request.id,
+            now=now,
+            expires_at=now + ttl,
+            code=code,
+        )
+        links[person.id] = link.id
         enqueue(
             session,
             key=f"decision-requested:{request.id}",
@@ -244,10 +281,12 @@ def _issue_codes(
                 "flow_run_id": str(request.flow_run_id) if request.flow_run_id else None,
                 "request_id": str(request.id),
                 "code_expires_at": (now + ttl).isoformat(),
+                "link_id": str(link.id),
                 # the code travels encrypted and is readable only by the delivery task
                 "code_ciphertext": vault.encrypt({"code": code}),
             },
         )
+    return links
 
 
 def _new_request(

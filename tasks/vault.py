@@ -36,12 +36,16 @@ class Vault:
                 "create one with `remedy key init`"
             ) from None
         self._fernet = MultiFernet(fernets)
-        self._hash_key = HKDF(
-            algorithm=hashes.SHA256(), length=32, salt=None, info=b"remedy content hash v1"
-        ).derive(keys[0].encode())
+        self._primary = keys[0].encode()
+        self._hash_key = self._derive(b"remedy content hash v1")
 
     def __repr__(self) -> str:
         return "Vault(<keys hidden>)"
+
+    def _derive(self, info: bytes) -> bytes:
+        return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(
+            self._primary
+        )
 
     def encrypt(self, data: dict[str, Any]) -> str:
         """Encrypt a JSON-serialisable mapping into a token safe to store."""
@@ -56,6 +60,10 @@ class Vault:
             raise VaultError("stored data cannot be decrypted with the configured key(s)") from None
         result: dict[str, Any] = json.loads(raw)
         return result
+
+    def derive(self, purpose: bytes) -> bytes:
+        """Return a 32-byte key for one purpose (e.g. signing links), derived from the main key."""
+        return self._derive(purpose)
 
     def keyed_hash(self, data: bytes) -> str:
         """Return an HMAC-SHA256 of data: equal inputs match, the input cannot be guessed back."""
