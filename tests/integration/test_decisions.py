@@ -249,6 +249,7 @@ def test_a_refused_submission_is_audited_and_asked_again(
     assert changed == {
         "decision_request": 1,
         "approval_code": 1,
+        "approval_link": 1,  # the carried code's link for the new round
         "audit_event": 2,  # decision.refused, decision.requested
         "notification": 1,  # decision_refused to the lead
     }
