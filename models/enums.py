@@ -468,3 +468,30 @@ class LinkPurpose(StrEnum):
 class EmailFormat(StrEnum):
     HTML = "html"
     TEXT = "text"
+
+
+class NotificationEvent(StrEnum):
+    """What a notification tells its recipient (notifications/routing.toml routes each)."""
+
+    CASE_OPENED = "case_opened"
+    DECISION_REQUESTED = "decision_requested"
+    DECISION_REMINDER = "decision_reminder"
+    DECISION_ESCALATED = "decision_escalated"
+    DECISION_TAKEN = "decision_taken"
+    DECISION_REFUSED = "decision_refused"
+    PLAN_APPROVED = "plan_approved"
+    MILESTONE_ASSIGNED = "milestone_assigned"
+    MILESTONE_DUE_SOON = "milestone_due_soon"
+    MILESTONE_OVERDUE = "milestone_overdue"
+    MILESTONE_ESCALATED = "milestone_escalated"
+    MILESTONE_VERIFIED = "milestone_verified"
+    CASE_CLOSED = "case_closed"
+    LESSONS_READY = "lessons_ready"
+
+
+class Visibility(StrEnum):
+    """How much of a case a recipient's e-mail may show (chat always gets the least)."""
+
+    MINIMAL = "minimal"  # case reference, event, dates, links
+    CASE = "case"  # + country, mineral, severity, response level, titles
+    NARRATIVE = "narrative"  # + pseudonyms and the allegation's narrative

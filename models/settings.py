@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     runner_limit: int = Field(
         default=8, ge=1, le=200, description="Most step runs executing at once in one runner."
     )
+    routing_file: Path | None = Field(
+        default=None, description="Operator's notification routing (TOML); default: shipped."
+    )
     timezone: str = Field(default="UTC", description="Time zone used to display dates.")
 
     @field_validator("database_url")

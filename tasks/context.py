@@ -9,6 +9,7 @@ from pathlib import Path
 from models.plan import PlanTemplates, load_plan_templates
 from models.policy import Policy, load_policy
 from models.settings import get_settings
+from notifications.routing import Routing, load_routing
 
 
 @lru_cache(maxsize=4)
@@ -29,6 +30,16 @@ def _templates_at(path: Path | None) -> PlanTemplates:
 def current_plan_templates() -> PlanTemplates:
     """Return the plan templates named by the settings (the shipped ones if none)."""
     return _templates_at(get_settings().plan_templates_file)
+
+
+@lru_cache(maxsize=4)
+def _routing_at(path: Path | None) -> Routing:
+    return load_routing(path)
+
+
+def current_routing() -> Routing:
+    """Return the routing table named by the settings (the shipped one if none)."""
+    return _routing_at(get_settings().routing_file)
 
 
 def utcnow() -> datetime:

@@ -19,7 +19,13 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from sqlmodel import Session, col, select
 
-from models.enums import DecisionKind, DecisionRequestStatus, LinkPurpose, Role, Severity
+from models.enums import (
+    DecisionKind,
+    DecisionRequestStatus,
+    LinkPurpose,
+    NotificationEvent,
+    Severity,
+)
 from models.forms import APPROVER_ROLES, DECISION_TITLES, FORMS, ApprovalForm
 from models.policy import Policy, decision_due
 from models.tables import (
@@ -31,10 +37,10 @@ from models.tables import (
     RemediationCase,
     Stakeholder,
 )
-from notifications.outbox import enqueue
+from notifications.outbox import notify
 from tasks.audit import append_audit
 from tasks.cases import get_case
-from tasks.context import current_policy
+from tasks.context import current_policy, current_routing
 from tasks.db import read_only, unit_of_work
 from tasks.links import create_link
 from tasks.vault import Vault, get_vault
@@ -219,6 +225,8 @@ def _issue_codes(
             old_links[link.stakeholder_id] = link
     ttl = timedelta(hours=policy.approvals.code_ttl_hours)
     links: dict[uuid.UUID, uuid.UUID] = {}
+    fresh: list[Stakeholder] = []
+    private: dict[uuid.UUID, dict[str, Any]] = {}
     for person in approvers:
         old = previous.get(person.id)
         if old is not None and old.used_at is None and old.expires_at > now:
@@ -264,29 +272,38 @@ def _issue_codes(
             code=code,
         )
         links[person.id] = link.id
-        enqueue(
+        fresh.append(person)
+        # the code travels encrypted and is readable only by the delivery task
+        private[person.id] = {
+            "link_id": str(link.id),
+            "code_ciphertext": vault.encrypt({"code": code}),
+            "code_expires_at": (now + ttl).isoformat(),
+        }
+    if fresh:
+        notify(
             session,
+            routing=current_routing(),
+            event=NotificationEvent.DECISION_REQUESTED,
+            case=case,
             key=f"decision-requested:{request.id}",
-            event="decision_requested",
-            recipient=person,
-            template="decision_requested",
-            case_id=case.id,
             now=now,
-            context={
-                "case_ref": case.reference,
-                "kind": request.kind.value,
-                "title": DECISION_TITLES[request.kind],
-                "round": request.round,
-                "due_at": request.due_at.isoformat() if request.due_at else None,
-                "flow_run_id": str(request.flow_run_id) if request.flow_run_id else None,
-                "request_id": str(request.id),
-                "code_expires_at": (now + ttl).isoformat(),
-                "link_id": str(link.id),
-                # the code travels encrypted and is readable only by the delivery task
-                "code_ciphertext": vault.encrypt({"code": code}),
-            },
+            approvers=fresh,
+            private=private,
+            context=_request_context(case, request),
         )
     return links
+
+
+def _request_context(case: RemediationCase, request: DecisionRequest) -> dict[str, Any]:
+    return {
+        "case_ref": case.reference,
+        "step": request.step,
+        "kind": request.kind.value,
+        "round": request.round,
+        "due_at": request.due_at.isoformat() if request.due_at else None,
+        "flow_run_id": str(request.flow_run_id) if request.flow_run_id else None,
+        "request_id": str(request.id),
+    }
 
 
 def _new_request(
@@ -636,24 +653,18 @@ def _refuse(
         now=now,
         carry_from=request,
     )
-    for person in approvers:
-        enqueue(
-            session,
-            key=f"decision-refused:{request.id}",
-            event="decision_refused",
-            recipient=person,
-            template="decision_refused",
-            case_id=case.id,
-            now=now,
-            context={
-                "case_ref": case.reference,
-                "kind": request.kind.value,
-                "title": DECISION_TITLES[request.kind],
-                "reason": reason,
-                "next_request_id": str(nxt.id),
-                "flow_run_id": str(request.flow_run_id) if request.flow_run_id else None,
-            },
-        )
+    new_links = session.exec(select(ApprovalLink).where(ApprovalLink.request_id == nxt.id)).all()
+    notify(
+        session,
+        routing=current_routing(),
+        event=NotificationEvent.DECISION_REFUSED,
+        case=case,
+        key=f"decision-refused:{request.id}",
+        now=now,
+        approvers=approvers,
+        private={link.stakeholder_id: {"link_id": str(link.id)} for link in new_links},
+        context={**_request_context(case, nxt), "reason": reason},
+    )
     return SubmissionResult(accepted=False, reason=reason)
 
 
@@ -665,25 +676,19 @@ def _notify_decided(
     approver: Stakeholder,
     now: datetime,
 ) -> None:
-    from tasks.directory import members_of
-
-    for person in members_of(session, case.id, Role.CASE_LEAD):
-        enqueue(
-            session,
-            key=f"decision-taken:{decision.id}",
-            event="decision_taken",
-            recipient=person,
-            template="decision_taken",
-            case_id=case.id,
-            now=now,
-            context={
-                "case_ref": case.reference,
-                "kind": request.kind.value,
-                "title": DECISION_TITLES[request.kind],
-                "outcome": decision.outcome,
-                "approver": approver.key,
-            },
-        )
+    notify(
+        session,
+        routing=current_routing(),
+        event=NotificationEvent.DECISION_TAKEN,
+        case=case,
+        key=f"decision-taken:{decision.id}",
+        now=now,
+        context={
+            **_request_context(case, request),
+            "outcome": decision.outcome,
+            "approver": approver.key,
+        },
+    )
 
 
 def waiting_requests(case_ref: str) -> list[DecisionRequest]:

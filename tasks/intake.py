@@ -9,7 +9,15 @@ from pathlib import Path
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
-from models.enums import CaseState, CaseStatus, IloIndicator, Irremediability, Scale, Step
+from models.enums import (
+    CaseState,
+    CaseStatus,
+    IloIndicator,
+    Irremediability,
+    NotificationEvent,
+    Scale,
+    Step,
+)
 from models.intake import ReportIn
 from models.policy import SeverityInput, assess_severity, case_deadlines
 from models.tables import (
@@ -19,8 +27,9 @@ from models.tables import (
     CaseSequence,
     RemediationCase,
 )
+from notifications.outbox import notify
 from tasks.audit import append_audit
-from tasks.context import current_policy
+from tasks.context import current_policy, current_routing
 from tasks.db import unit_of_work
 from tasks.directory import assign_default_members, find_or_create_organisation
 from tasks.inputs import read_document, validate
@@ -172,6 +181,31 @@ def _open_case(report: ReportIn, *, content_hash: str, now: datetime, actor: str
             session.add(row)
             pseudonyms.append(row.pseudonym)
         members = assign_default_members(session, case_id=case.id, now=now)
+        persons = [
+            {"pseudonym": f"P-{n:02d}", "age_band": p.age_band.value, "minor": p.is_minor}
+            for n, p in enumerate(report.affected_persons, start=1)
+        ]
+        notify(
+            session,
+            routing=current_routing(),
+            event=NotificationEvent.CASE_OPENED,
+            case=case,
+            key=f"case-opened:{case.id}",
+            now=now,
+            mentions=pseudonyms,
+            sealed_narrative=vault.encrypt({"description": report.description, "persons": persons}),
+            context={
+                "case_ref": reference,
+                "step": 1,
+                "severity": severity.value,
+                "country": report.location.country,
+                "site": report.location.site,
+                "mineral": report.mineral.value,
+                "source_type": report.source_type.value,
+                "persons_reported": report.persons_affected,
+                "acknowledge_by": deadlines.acknowledge_by.isoformat(),
+            },
+        )
         append_audit(
             session,
             chain=reference,

@@ -24,7 +24,9 @@ from models.enums import (
     IloIndicator,
     IndicatorStatus,
     Involvement,
+    LinkPurpose,
     MilestoneStatus,
+    NotificationEvent,
     PlanStatus,
     RemedyRole,
     ResponseLevel,
@@ -55,6 +57,7 @@ from models.policy import (
     remedy_role,
     response_level,
 )
+from models.settings import get_settings
 from models.tables import (
     ActionPlan,
     AffectedPerson,
@@ -72,10 +75,10 @@ from models.tables import (
     StepRun,
     VerificationFinding,
 )
-from notifications.outbox import enqueue
+from notifications.outbox import notify
 from tasks.audit import append_audit
 from tasks.cases import get_case
-from tasks.context import current_plan_templates, current_policy
+from tasks.context import current_plan_templates, current_policy, current_routing
 from tasks.db import read_only, unit_of_work
 from tasks.decisions import (
     DESCRIBERS,
@@ -86,6 +89,7 @@ from tasks.decisions import (
     Verdict,
 )
 from tasks.directory import members_of
+from tasks.links import create_link
 
 SYSTEM = "system:remedy"
 
@@ -771,12 +775,65 @@ def handle_plan_budget(ctx: HandlerContext) -> Verdict:
             session.add(action)
     draft.status, draft.approved_at = PlanStatus.APPROVED, ctx.now
     session.add(draft)
+    notify(
+        session,
+        routing=current_routing(),
+        event=NotificationEvent.PLAN_APPROVED,
+        case=case,
+        key=f"plan-approved:{draft.id}",
+        now=ctx.now,
+        context={"case_ref": case.reference, "step": 3, "plan_version": draft.version},
+    )
     payload = form.model_dump(mode="json", exclude={"approver", "approval_code"})
     payload["plan_version"] = draft.version
     return Verdict("approved", payload=payload)
 
 
 # --- step 4: implement and monitor ---------------------------------------------------------------
+
+
+def milestone_notice(
+    session: Session,
+    case: RemediationCase,
+    action: PlanAction,
+    owner: Stakeholder,
+    *,
+    event: NotificationEvent,
+    key: str,
+    now: datetime,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """Tell a milestone's owner (and whoever the routing adds) about it, with a progress link."""
+    link = create_link(
+        session,
+        purpose=LinkPurpose.PROGRESS,
+        case_id=case.id,
+        stakeholder_id=owner.id,
+        action_id=action.id,
+        now=now,
+        expires_at=now + timedelta(days=get_settings().progress_link_days),
+    )
+    person = session.get(AffectedPerson, action.person_id) if action.person_id else None
+    notify(
+        session,
+        routing=current_routing(),
+        event=event,
+        case=case,
+        key=key,
+        now=now,
+        owner=owner,
+        private={owner.id: {"link_id": str(link.id)}},
+        mentions=[person.pseudonym] if person else [],
+        context={
+            "case_ref": case.reference,
+            "step": case.step,
+            "milestone": action.key,
+            "title": action.title,
+            "due_on": action.due_on.isoformat(),
+            "verification_method": action.verification_method,
+            **(extra or {}),
+        },
+    )
 
 
 def activate_plan(case_ref: str, *, now: datetime) -> int:
@@ -796,21 +853,14 @@ def activate_plan(case_ref: str, *, now: datetime) -> int:
             session.add(action)
             owner = session.get(Stakeholder, action.owner_id) if action.owner_id else None
             if owner is not None:
-                enqueue(
+                milestone_notice(
                     session,
+                    case,
+                    action,
+                    owner,
+                    event=NotificationEvent.MILESTONE_ASSIGNED,
                     key=f"milestone-assigned:{action.id}",
-                    event="milestone_assigned",
-                    recipient=owner,
-                    template="milestone_assigned",
-                    case_id=case.id,
                     now=now,
-                    context={
-                        "case_ref": case.reference,
-                        "milestone": action.key,
-                        "title": action.title,
-                        "due_on": action.due_on.isoformat(),
-                        "verification_method": action.verification_method,
-                    },
                 )
         if planned:
             append_audit(
@@ -1029,19 +1079,19 @@ def handle_closure_confirmation(ctx: HandlerContext) -> Verdict:
             else None,
         )
     )
-    for person in members_of(session, case.id, Role.CASE_LEAD) + members_of(
-        session, case.id, Role.SERVICE_PROVIDER
-    ):
-        enqueue(
-            session,
-            key=f"case-closed:{case.id}:{case.version}",
-            event="case_closed",
-            recipient=person,
-            template="case_closed",
-            case_id=case.id,
-            now=ctx.now,
-            context={"case_ref": case.reference, "closure_type": proposed.closure_type.value},
-        )
+    notify(
+        session,
+        routing=current_routing(),
+        event=NotificationEvent.CASE_CLOSED,
+        case=case,
+        key=f"case-closed:{case.id}:{case.version}",
+        now=ctx.now,
+        context={
+            "case_ref": case.reference,
+            "step": 5,
+            "closure_type": proposed.closure_type.value,
+        },
+    )
     return Verdict("confirmed")
 
 
@@ -1065,6 +1115,15 @@ def handle_lessons(ctx: HandlerContext) -> Verdict:
     lesson.recorded_at = ctx.now
     session.add(lesson)
     _transition(ctx, CaseEvent.LESSONS_RECORDED)
+    notify(
+        session,
+        routing=current_routing(),
+        event=NotificationEvent.LESSONS_READY,
+        case=case,
+        key=f"lessons-ready:{case.id}:{case.version}",
+        now=ctx.now,
+        context={"case_ref": case.reference, "step": 6, "root_causes": lesson.root_causes},
+    )
     return Verdict("recorded")
 
 

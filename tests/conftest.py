@@ -29,12 +29,13 @@ def require(condition: bool, reason: str) -> None:
 
 def _clear_caches() -> None:
     from models.settings import get_settings
-    from tasks.context import _policy_at, _templates_at
+    from tasks.context import _policy_at, _routing_at, _templates_at
     from tasks.vault import _vault_for
 
     get_settings.cache_clear()
     _policy_at.cache_clear()
     _templates_at.cache_clear()
+    _routing_at.cache_clear()
     _vault_for.cache_clear()
 
 

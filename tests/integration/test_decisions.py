@@ -20,6 +20,7 @@ from models.enums import (
     CaseState,
     DecisionKind,
     DecisionRequestStatus,
+    NotificationChannel,
     Role,
     ScreeningOutcome,
 )
@@ -74,8 +75,12 @@ def audited(case: SampleCase, action: str) -> list[AuditEvent]:
 
 
 def requested_notices(request_id: uuid.UUID) -> list[Notification]:
+    """The e-mails carrying a request's codes (chat copies carry neither code nor link)."""
     found = rows(Notification, Notification.event == "decision_requested")
-    return [n for n in found if n.context.get("request_id") == str(request_id)]
+    mine = [n for n in found if n.context.get("request_id") == str(request_id)]
+    for chat in (n for n in mine if n.channel == NotificationChannel.CHAT):
+        assert not {"code_ciphertext", "link_id", "sealed"} & set(chat.context)
+    return [n for n in mine if n.channel == NotificationChannel.EMAIL]
 
 
 def code_rows(request_id: uuid.UUID) -> dict[uuid.UUID, ApprovalCode]:
