@@ -1,0 +1,177 @@
+"""Rendering notifications: one Jinja2 environment, one template per event for every channel.
+
+Every template is rendered with autoescaping and StrictUndefined. The event template chooses its
+words; the channel's layout and format macros (`fmt/html.j2`, `fmt/text.j2`, `fmt/md.j2`) choose
+the markup. Plain-text and chat output is unescaped once at the end, so user-supplied text is data
+everywhere: `{{ 7*7 }}` in a report arrives as written, and `<script>` is escaped in HTML mail.
+Words go through a translation catalog per locale (`locales/<locale>.toml`, English msgid →
+translation); a missing translation falls back to English and `missing_translations` reports it.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from markupsafe import Markup
+
+from models.enums import Locale, NotificationChannel
+
+HERE = Path(__file__).parent
+TEMPLATES = HERE / "templates"
+LOCALES = HERE / "locales"
+FORMATS = {"html": "fmt/html.j2", "text": "fmt/text.j2", "md": "fmt/md.j2"}
+LAYOUTS = {
+    "html": "layout/email.html.j2",
+    "text": "layout/email.txt.j2",
+    "md": "layout/chat.md.j2",
+}
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """A message ready to send: subject and body in the channel's format."""
+
+    subject: str
+    body: str
+    format: str  # html | text | md
+
+
+class Catalog:
+    """Translations for one locale: English text in, translated text out (English if missing)."""
+
+    def __init__(self, messages: dict[str, str]) -> None:
+        self.messages = messages
+
+    def gettext(self, message: str) -> str:
+        return self.messages.get(message) or message
+
+    def ngettext(self, singular: str, plural: str, n: int) -> str:
+        return self.gettext(singular if n == 1 else plural)
+
+
+@lru_cache(maxsize=8)
+def catalog(locale: Locale) -> Catalog:
+    """Load a locale's catalog (English needs none)."""
+    path = LOCALES / f"{locale.value}.toml"
+    if locale == Locale.EN or not path.exists():
+        return Catalog({})
+    data = tomllib.loads(path.read_text(encoding="utf-8"))
+    return Catalog({str(k): str(v) for k, v in data.get("messages", {}).items()})
+
+
+def _when(value: object) -> str:
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M UTC")
+    return str(value)
+
+
+def _label(value: object) -> str:
+    return str(value).replace("_", " ")
+
+
+@lru_cache(maxsize=1)
+def environment() -> Environment:
+    """Return the one environment every notification is rendered with."""
+    env = Environment(
+        loader=FileSystemLoader(str(TEMPLATES)),
+        autoescape=True,
+        undefined=StrictUndefined,
+        extensions=["jinja2.ext.i18n"],
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=False,
+    )
+    env.filters["when"] = _when
+    env.filters["label"] = _label
+    # placeholders: each render passes the recipient's locale's functions in its context
+    env.install_gettext_callables(  # type: ignore[attr-defined]
+        lambda s: s, lambda s, p, n: s if n == 1 else p, newstyle=True
+    )
+    return env
+
+
+def message_format(channel: NotificationChannel, *, html: bool) -> str:
+    """Return the body format for a channel (chat is markdown; e-mail HTML unless asked not)."""
+    if channel == NotificationChannel.CHAT:
+        return "md"
+    return "html" if html else "text"
+
+
+def render(event: str, *, fmt: str, locale: Locale, context: dict[str, Any]) -> Rendered:
+    """Render one event's message in a format and locale."""
+    env = environment()
+    cat = catalog(locale)
+    template = env.get_template(f"messages/{event}.j2")
+    ctx = {
+        **context,
+        "layout": LAYOUTS[fmt],
+        "fmt": FORMATS[fmt],
+        "format": fmt,
+        "locale": locale.value,
+        "gettext": _newstyle(env, cat.gettext),
+        "_": _newstyle(env, cat.gettext),
+        "ngettext": _newstyle_plural(env, cat.ngettext),
+    }
+    body = template.render(ctx).strip() + "\n"
+    # the same template over a layout that holds only the subject block
+    subject = template.render({**ctx, "layout": "layout/subject.j2"})
+    subject = " ".join(Markup(subject).unescape().split())
+    if fmt != "html":
+        body = re.sub(r"\n{3,}", "\n\n", Markup(body).unescape())
+    return Rendered(subject=subject, body=body, format=fmt)
+
+
+def _newstyle(env: Environment, gettext: Any) -> Any:
+    def translate(message: str, **variables: Any) -> str:
+        text = gettext(message)
+        if env.autoescape:
+            text = Markup(text)
+        return text % variables if variables else text
+
+    return translate
+
+
+def _newstyle_plural(env: Environment, ngettext: Any) -> Any:
+    def translate(singular: str, plural: str, num: int, **variables: Any) -> str:
+        variables.setdefault("num", num)
+        text = ngettext(singular, plural, num)
+        if env.autoescape:
+            text = Markup(text)
+        return text % variables
+
+    return translate
+
+
+def template_messages() -> set[str]:
+    """Every translatable English text in the templates."""
+    env = environment()
+    found: set[str] = set()
+    for path in sorted(TEMPLATES.rglob("*.j2")):
+        source = path.read_text(encoding="utf-8")
+        for _lineno, _func, message in env.extract_translations(source):  # type: ignore[attr-defined]
+            if isinstance(message, str):
+                found.add(message)
+            elif isinstance(message, tuple):
+                found.update(m for m in message if isinstance(m, str))
+    return found
+
+
+def missing_translations() -> dict[str, list[str]]:
+    """Return, per locale, the template texts its catalog does not translate."""
+    wanted = template_messages()
+    missing = {}
+    for locale in Locale:
+        if locale == Locale.EN:
+            continue
+        have = catalog(locale).messages
+        missing[locale.value] = sorted(m for m in wanted if not have.get(m))
+    return missing
