@@ -15,6 +15,7 @@ from models.enums import DecisionKind, Step
 from tasks.artifacts import publish_case_view
 from tasks.context import utcnow
 from tasks.decisions import Pending, SubmissionResult, prepare_decision, record_submission
+from tasks.delivery import DeliveryReport, deliver_due
 from tasks.orchestration import hand_over, run_is_alive, submitted_input, tag_run
 from tasks.steps import (
     StepContext,
@@ -80,6 +81,18 @@ def _activate_plan(case_ref: str) -> int:
 
 
 submitted_input_task = remedy_task(submitted_input, name="recover-submission")
+
+
+def _deliver_case(case_ref: str) -> int:
+    return deliver_due(now=utcnow(), case_ref=case_ref).delivered
+
+
+def _deliver_all(limit: int = 2000) -> DeliveryReport:
+    return deliver_due(now=utcnow(), limit=limit)
+
+
+deliver_case_task = remedy_task(_deliver_case, name="deliver-case-notifications", retries=2)
+deliver_all_task = remedy_task(_deliver_all, name="deliver-notifications", retries=2)
 begin_case_task = remedy_task(_begin_case, name="begin-case")
 open_step_task = remedy_task(_open_step, name="open-step")
 prepare_decision_task = remedy_task(_prepare_decision, name="prepare-decision")
