@@ -12,7 +12,7 @@ from cyclopts import App, CycloptsError, Parameter
 from rich.console import Console
 from rich.table import Table
 
-from models.enums import CaseStatus, MilestoneStatus, Role
+from models.enums import CaseStatus, ConsentPurpose, MilestoneStatus, Role
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -26,7 +26,18 @@ audit_app = App(name="audit", help="The audit chain.")
 directory_app = App(name="directory", help="Organisations and stakeholders.")
 members_app = App(name="members", help="Who plays which role on a case.")
 milestone_app = App(name="milestone", help="Progress on a plan's milestones.")
-for sub in (db_app, key_app, audit_app, directory_app, members_app, milestone_app):
+consent_app = App(name="consent", help="Consent of affected persons.")
+notifications_app = App(name="notifications", help="The outbox, its templates and delivery.")
+for sub in (
+    db_app,
+    key_app,
+    audit_app,
+    directory_app,
+    members_app,
+    milestone_app,
+    consent_app,
+    notifications_app,
+):
     app.command(sub)
 
 
@@ -305,6 +316,67 @@ def _hand_over(reference: str) -> None:
         err.print(f"Started {started} for {reference}.")
 
 
+@consent_app.command(name="withdraw")
+def consent_withdraw(
+    reference: str,
+    pseudonym: str,
+    *,
+    purpose: ConsentPurpose = ConsentPurpose.CASE_HANDLING,
+    by: Annotated[str, Parameter(help="Your stakeholder key (who records the withdrawal).")],
+) -> int:
+    """Record a person's withdrawn consent: messages mentioning them stop; the case holds."""
+    from tasks.context import utcnow
+    from tasks.steps import ConsentError, withdraw_consent
+
+    try:
+        state = withdraw_consent(reference, pseudonym, purpose=purpose, by=by, now=utcnow())
+    except ConsentError as exc:
+        return _fail(str(exc))
+    out.print(
+        f"{reference} {pseudonym}: consent for {purpose.value} withdrawn; case {state.value}."
+    )
+    return EXIT_OK
+
+
+@notifications_app.command(name="deliver")
+def notifications_deliver(
+    *, case: str | None = None, limit: int = 2000, every: float | None = None
+) -> int:
+    """Send what the outbox holds (of one case, or all); --every N keeps draining every N s."""
+    import time
+
+    from tasks.context import utcnow
+    from tasks.delivery import deliver_due
+
+    while True:
+        report = deliver_due(now=utcnow(), limit=limit, case_ref=case)
+        out.print(
+            f"{report.delivered} delivered, {report.failed} to retry, {report.gave_up} given up, "
+            f"{report.suppressed} suppressed"
+        )
+        if every is None:
+            return EXIT_OK
+        time.sleep(every)
+
+
+@notifications_app.command(name="check")
+def notifications_check() -> int:
+    """Check routing, templates and translations; list texts a locale does not translate."""
+    from notifications.render import missing_translations
+    from tasks.context import current_routing
+
+    current_routing()  # raises with every problem if the routing file is wrong
+    missing = missing_translations()
+    problems = 0
+    for locale, texts in missing.items():
+        for text in texts:
+            out.print(f"{locale}: missing translation (English is sent): {text}", markup=False)
+            problems += 1
+    if not problems:
+        out.print("Routing and templates are valid; every text is translated.")
+    return EXIT_FAILED if problems else EXIT_OK
+
+
 @app.command(name="doctor")
 def doctor(*, as_json: Annotated[bool, Parameter(name="--json")] = False) -> int:
     """List cases whose stored state and Prefect runs disagree (exit 1 if any)."""
@@ -491,6 +563,7 @@ def audit_verify(reference: str) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     """Run the command line; exit 2 on bad input, 1 on other failures."""
+    from notifications.routing import RoutingError
     from tasks.cases import CaseNotFoundError
     from tasks.inputs import InputError
     from tasks.vault import VaultError
@@ -509,6 +582,8 @@ def main(argv: list[str] | None = None) -> None:
     except CaseNotFoundError as exc:
         code = _fail(str(exc))
     except VaultError as exc:
+        code = _fail(str(exc))
+    except RoutingError as exc:
         code = _fail(str(exc))
     sys.exit(code if isinstance(code, int) else EXIT_OK)
 

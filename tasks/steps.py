@@ -47,7 +47,7 @@ from models.forms import (
     ScreeningForm,
     VerificationForm,
 )
-from models.lifecycle import CaseFacts, Transition, TransitionNotAllowed, apply
+from models.lifecycle import CaseFacts, Transition, TransitionNotAllowed, apply, possible_events
 from models.plan import ActionDraft, PersonFacts, PlanFacts, draft_actions, revise_actions
 from models.policy import (
     MilestoneSummary,
@@ -1336,3 +1336,72 @@ INITIAL_DATA.update(
         DecisionKind.CLOSURE: _initial_closure,
     }
 )
+
+
+# --- consent -------------------------------------------------------------------------------------
+
+
+class ConsentError(Exception):
+    """A consent change names an unknown person or is not possible now."""
+
+
+def withdraw_consent(
+    case_ref: str,
+    pseudonym: str,
+    *,
+    purpose: ConsentPurpose,
+    by: str,
+    now: datetime,
+) -> CaseState:
+    """Record that a person withdrew consent for a purpose; for case handling the case holds.
+
+    Messages that mention the person are suppressed from now on (tasks.delivery checks).
+    """
+    with unit_of_work() as session:
+        case = get_case(session, case_ref, lock=True)
+        person = session.exec(
+            select(AffectedPerson).where(
+                AffectedPerson.case_id == case.id, AffectedPerson.pseudonym == pseudonym
+            )
+        ).first()
+        if person is None:
+            raise ConsentError(f"{case_ref} has no affected person {pseudonym}")
+        recorder = session.exec(select(Stakeholder).where(Stakeholder.key == by)).first()
+        records = session.exec(
+            select(ConsentRecord).where(
+                ConsentRecord.person_id == person.id,
+                ConsentRecord.purpose == purpose,
+                col(ConsentRecord.withdrawn_at).is_(None),
+            )
+        ).all()
+        if not records:
+            # withdrawn before it was ever recorded: keep the withdrawal itself on file
+            records = [
+                ConsentRecord(
+                    case_id=case.id,
+                    person_id=person.id,
+                    purpose=purpose,
+                    method=ConsentMethod.VERBAL,
+                    given_at=now,
+                    recorded_by_id=recorder.id if recorder else None,
+                )
+            ]
+        for record in records:
+            record.withdrawn_at = now
+            session.add(record)
+        session.flush()
+        append_audit(
+            session,
+            chain=case.reference,
+            actor=f"stakeholder:{by}",
+            action="consent.withdrawn",
+            at=now,
+            subject_type="affected_person",
+            subject_id=str(person.id),
+            details={"person": pseudonym, "purpose": purpose.value},
+        )
+        if purpose == ConsentPurpose.CASE_HANDLING and CaseEvent.CONSENT_WITHDRAWN in (
+            possible_events(case.state)
+        ):
+            move(session, case, CaseEvent.CONSENT_WITHDRAWN, now=now, actor=f"stakeholder:{by}")
+        return case.state
