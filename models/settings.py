@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     routing_file: Path | None = Field(
         default=None, description="Operator's notification routing (TOML); default: shipped."
     )
+    locales_dir: Path | None = Field(
+        default=None, description="Translation catalogs (<locale>.toml); default: shipped."
+    )
     timezone: str = Field(default="UTC", description="Time zone used to display dates.")
 
     @field_validator("database_url")

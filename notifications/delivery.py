@@ -64,9 +64,8 @@ _CAUSES = (
         re.compile(r"name or service not known|nodename nor servname|getaddrinfo", re.I),
         "host not found",
     ),
-    (re.compile(r"authentication|auth failed|535", re.I), "authentication failed"),
-    (re.compile(r"\b(5\d\d)\b"), "the receiver answered HTTP {0}"),
-    (re.compile(r"\b(4\d\d)\b"), "the receiver answered HTTP {0}"),
+    (re.compile(r"authentication|auth failed|smtp auth|\b535\b", re.I), "authentication failed"),
+    (re.compile(r"error=(\d{3})\b"), "the receiver answered HTTP {0}"),
     (re.compile(r"ssl|tls|certificate", re.I), "TLS failed"),
 )
 

@@ -22,6 +22,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 
 from models.enums import Locale, NotificationChannel
+from models.settings import get_settings
 
 HERE = Path(__file__).parent
 TEMPLATES = HERE / "templates"
@@ -56,10 +57,14 @@ class Catalog:
         return self.gettext(singular if n == 1 else plural)
 
 
-@lru_cache(maxsize=8)
 def catalog(locale: Locale) -> Catalog:
-    """Load a locale's catalog (English needs none)."""
-    path = LOCALES / f"{locale.value}.toml"
+    """Load a locale's catalog (English needs none) from the configured folder."""
+    return _catalog_at(get_settings().locales_dir or LOCALES, locale)
+
+
+@lru_cache(maxsize=16)
+def _catalog_at(folder: Path, locale: Locale) -> Catalog:
+    path = folder / f"{locale.value}.toml"
     if locale == Locale.EN or not path.exists():
         return Catalog({})
     data = tomllib.loads(path.read_text(encoding="utf-8"))

@@ -14,10 +14,10 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import StateType
 from prefect.client.schemas.responses import SetStateStatus
 from prefect.exceptions import ObjectNotFound
-from sqlmodel import select
+from sqlmodel import col, select
 
-from models.enums import DecisionRequestStatus
-from models.tables import DecisionRequest, Notification, Stakeholder
+from models.enums import DecisionRequestStatus, LinkPurpose
+from models.tables import ApprovalLink, DecisionRequest, Stakeholder
 from tasks.db import read_only
 from tasks.vault import get_vault
 
@@ -91,46 +91,22 @@ def submit_decision(
 
 
 def issued_code(request_id: uuid.UUID, stakeholder_key: str) -> str | None:
-    """Return the code sent to one approver for a request, read from the outbox (scripts, demo).
+    """Return the code issued to one approver for a request (scripts and the demo).
 
-    A real approver reads it in their message; a scripted one reads the same message here. A
-    code carried over from an earlier round of the same decision was sent with that round.
+    A real approver reads it in their message; a scripted one reads what the same message was
+    made from: the approver's approval-page link, which keeps the code encrypted until used.
     """
     with read_only() as session:
-        person = session.exec(select(Stakeholder).where(Stakeholder.key == stakeholder_key)).first()
-    if person is None:
+        link = session.exec(
+            select(ApprovalLink)
+            .join(Stakeholder, col(Stakeholder.id) == col(ApprovalLink.stakeholder_id))
+            .where(
+                ApprovalLink.request_id == request_id,
+                ApprovalLink.purpose == LinkPurpose.DECIDE,
+                Stakeholder.key == stakeholder_key,
+            )
+        ).first()
+    if link is None or link.code_ciphertext is None:
         return None
-    request = load_request(request_id)
-    for rid in [request.id, *reversed(_earlier_rounds(request))]:
-        code = _code_in_outbox(rid, person.id)
-        if code:
-            return code
-    return None
-
-
-def _earlier_rounds(request: DecisionRequest) -> list[uuid.UUID]:
-    with read_only() as session:
-        rows = session.exec(
-            select(DecisionRequest).where(
-                DecisionRequest.case_id == request.case_id,
-                DecisionRequest.kind == request.kind,
-                DecisionRequest.scope == request.scope,
-                DecisionRequest.round < request.round,
-            )
-        ).all()
-        return [r.id for r in sorted(rows, key=lambda r: r.round)]
-
-
-def _code_in_outbox(request_id: uuid.UUID, stakeholder_id: uuid.UUID) -> str | None:
-    with read_only() as session:
-        rows = session.exec(
-            select(Notification).where(
-                Notification.recipient_id == stakeholder_id,
-                Notification.event == "decision_requested",
-            )
-        ).all()
-    for row in rows:
-        if row.context.get("request_id") == str(request_id) and row.context.get("code_ciphertext"):
-            code: str = get_vault().decrypt(row.context["code_ciphertext"])["code"]
-            return code
-    return None
+    code: str = get_vault().decrypt(link.code_ciphertext)["code"]
+    return code

@@ -1,0 +1,333 @@
+"""Delivery with real parts: an SMTP server (aiosmtpd) and an HTTP chat receiver on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+
+from flows.catchers import ChatReceiver, MailCatcher
+from flows.stack import free_port
+from models.enums import (
+    ConsentPurpose,
+    DecisionKind,
+    NotificationChannel,
+    NotificationStatus,
+)
+from models.tables import Notification
+from tests.conftest import ROOT, Store
+from tests.integration.factories import Clock, rows, script, start_sample_case
+
+PASSWORD = "s3cret-smtp-pass"
+
+
+@pytest.fixture
+def mail(monkeypatch: pytest.MonkeyPatch) -> Iterator[MailCatcher]:
+    catcher = MailCatcher(port=free_port()).start()
+    monkeypatch.setenv("REMEDY_SMTP_URL", catcher.url())
+    yield catcher
+    catcher.stop()
+
+
+@pytest.fixture
+def chat(monkeypatch: pytest.MonkeyPatch) -> Iterator[ChatReceiver]:
+    receiver = ChatReceiver(port=free_port()).start()
+    monkeypatch.setenv("REMEDY_CHAT_OPS", f"json://127.0.0.1:{receiver.port}/hooks/ops")
+    yield receiver
+    receiver.stop()
+
+
+def settings_changed() -> None:
+    from tests.conftest import _clear_caches
+
+    _clear_caches()
+
+
+def deliver(now: datetime):  # type: ignore[no-untyped-def]
+    from tasks.delivery import deliver_due
+
+    return deliver_due(now=now)
+
+
+def by_key(messages: list[EmailMessage]) -> Counter[str]:
+    return Counter(str(m["X-Remedy-Key"]) for m in messages)
+
+
+def parts(message: EmailMessage) -> dict[str, str]:
+    found = {}
+    for part in message.walk():
+        if part.get_content_maintype() == "text":
+            found[part.get_content_type()] = part.get_content()
+    return found
+
+
+def test_messages_arrive_as_mime_in_the_recipients_locale_and_the_code_works_once(
+    store: Store, mail: MailCatcher, chat: ChatReceiver
+) -> None:
+    settings_changed()
+    clock = Clock()
+    case = start_sample_case(clock)
+    pending = case.prepare(DecisionKind.SCREENING)
+    report = deliver(clock.tick())
+    assert report.gave_up == 0 and report.failed == 0 and report.delivered >= 3
+
+    subjects = {
+        str(m["To"]): str(m["Subject"])
+        for m in mail.messages
+        if "opened" in str(m["Subject"]) or "ouvert" in str(m["Subject"])
+    }
+    assert subjects["amani.verifier@audit.example"] == f"[{case.ref}] Nouveau dossier ouvert"
+    assert subjects["lena.lead@acme.example"] == f"[{case.ref}] New case opened"
+    [request_mail] = [m for m in mail.messages if "Decision needed" in str(m["Subject"])]
+    assert str(request_mail["To"]) == "lena.lead@acme.example"
+    assert request_mail.get_content_type() == "multipart/alternative"
+    body = parts(request_mail)
+    assert set(body) == {"text/plain", "text/html"}
+    assert "Screen the allegation" in body["text/html"]
+    assert "http://127.0.0.1:8686/a/" in body["text/html"]  # the approval page link
+    # the code in the message is the one the step accepts, once
+    from tasks.submit import issued_code
+
+    found = re.search(r"one-time code: ([A-Z0-9]{8})", body["text/plain"])
+    assert found is not None
+    code = found.group(1)
+    assert code == issued_code(pending.request_id, "lena.lead")
+    key = str(request_mail["X-Remedy-Key"])
+    [row] = rows(Notification, Notification.idempotency_key == key)
+    assert row.status == NotificationStatus.DELIVERED and row.attempts == 1
+    assert "code_ciphertext" not in row.context  # delivered: the code leaves the store
+    who, values = script(DecisionKind.SCREENING)
+    assert case.submit(pending.request_id, who, values, code=code).accepted
+    assert not case.submit(pending.request_id, who, values, code=code).accepted
+
+    # chat: apprise's JSON format, the case reference and links only
+    calls = chat.delivered()
+    assert len(calls) == 2  # case_opened and decision_requested to the lead's chat
+    for call in calls:
+        data = json.loads(call["body"])
+        assert set(data) >= {"version", "title", "message", "type"}
+        assert call["headers"]["x-remedy-key"].endswith(":chat")
+        assert case.ref in data["title"] and "P-0" not in data["message"]
+        assert call["path"] == "/hooks/ops"
+    # the audit chain records each delivery
+    sent = [e for e in case.audit() if e.action == "notification.sent"]
+    assert len(sent) == report.delivered
+    assert case.chain().ok
+
+
+def test_user_text_is_data_in_every_format(store: Store, mail: MailCatcher) -> None:
+    settings_changed()
+    clock = Clock()
+    case = start_sample_case(clock, variant="{{ 7*7 }} <script>alert('x')</script> {% if 1 %}")
+    deliver(clock.tick())
+    lead = [m for m in mail.messages if str(m["To"]) == "lena.lead@acme.example"]
+    body = parts(lead[0])
+    assert "{{ 7*7 }}" in body["text/html"] and "49" not in body["text/html"]
+    assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in body["text/html"]
+    assert "<script>" not in body["text/html"]
+    assert "{% if 1 %}" in body["text/html"]
+    del case
+
+
+def test_outage_then_recovery_delivers_each_message_once(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    smtp_port, chat_port = free_port(), free_port()
+    monkeypatch.setenv(
+        "REMEDY_SMTP_URL",
+        f"mailto://127.0.0.1:{smtp_port}?from=r@example.org&mode=insecure",
+    )
+    monkeypatch.setenv("REMEDY_CHAT_OPS", f"json://127.0.0.1:{chat_port}/hooks/ops")
+    settings_changed()
+    receiver = ChatReceiver(port=chat_port, statuses=[500, 500, 500]).start()
+    try:
+        t0 = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
+        clock = Clock(now=t0)
+        case = start_sample_case(clock)
+        case.prepare(DecisionKind.SCREENING)
+        first = deliver(clock.tick())  # SMTP down: connection refused; webhook: 500
+        assert first.delivered == 0 and first.failed == first.claimed > 0
+        failed = rows(Notification)
+        assert all(n.attempts == 1 and n.status == NotificationStatus.PENDING for n in failed)
+        errors = {n.channel: n.last_error for n in failed}
+        assert errors[NotificationChannel.EMAIL] == "email: connection refused"
+        assert errors[NotificationChannel.CHAT] == "chat: the receiver answered HTTP 500"
+        for n in failed:
+            assert "127.0.0.1" not in (n.last_error or "")
+        # not due yet: nothing is tried again
+        assert deliver(clock.now + timedelta(seconds=10)).claimed == 0
+        catcher = MailCatcher(port=smtp_port).start()
+        try:
+            second = deliver(clock.now + timedelta(seconds=31))
+            emails = [n for n in rows(Notification) if n.channel == NotificationChannel.EMAIL]
+            assert all(n.status == NotificationStatus.DELIVERED for n in emails)
+            assert second.failed == 1  # the webhook answers 500 a third time
+            third = deliver(clock.now + timedelta(minutes=10))
+            assert third.delivered == second.failed
+            assert deliver(clock.now + timedelta(hours=3)).claimed == 0
+            done = rows(Notification)
+            assert all(n.status == NotificationStatus.DELIVERED for n in done)
+            assert by_key(catcher.messages) == Counter(
+                {n.idempotency_key: 1 for n in done if n.channel == NotificationChannel.EMAIL}
+            )
+            chat_keys = Counter(r["headers"]["x-remedy-key"] for r in receiver.delivered())
+            assert chat_keys == Counter(
+                {n.idempotency_key: 1 for n in done if n.channel == NotificationChannel.CHAT}
+            )
+            assert max(n.attempts for n in done) == 3  # the chat message: 500, 500, 500(!), ok
+        finally:
+            catcher.stop()
+    finally:
+        receiver.stop()
+
+
+def test_delivery_gives_up_after_the_last_attempt(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(
+        "REMEDY_SMTP_URL",
+        f"mailto://remedy:{PASSWORD}@127.0.0.1:{free_port()}?from=r@example.org&mode=insecure",
+    )
+    monkeypatch.setenv("REMEDY_DELIVERY_MAX_ATTEMPTS", "2")
+    monkeypatch.delenv("REMEDY_CHAT_OPS", raising=False)
+    settings_changed()
+    clock = Clock()
+    case = start_sample_case(clock)
+    deliver(clock.tick())
+    report = deliver(clock.now + timedelta(hours=1))
+    assert report.gave_up == report.claimed > 0
+    emails = [n for n in rows(Notification) if n.channel == NotificationChannel.EMAIL]
+    assert all(n.status == NotificationStatus.FAILED for n in emails)
+    failed = [e for e in case.audit() if e.action == "notification.failed"]
+    assert len(failed) == len(rows(Notification))  # the chat copy too: its secret is not set
+    errors = {n.channel: n.last_error for n in rows(Notification)}
+    assert errors == {
+        NotificationChannel.EMAIL: "email: connection refused",
+        NotificationChannel.CHAT: "the chat secret env:REMEDY_CHAT_OPS is not set",
+    }
+    # the SMTP credential is nowhere: not in errors, the outbox or the audit chain
+    for n in rows(Notification):
+        assert PASSWORD not in str(n.context)
+    assert all(PASSWORD not in str(e.details) for e in case.audit())
+
+
+def test_withdrawn_consent_suppresses_messages_that_mention_the_person(
+    store: Store, mail: MailCatcher
+) -> None:
+    from tasks.steps import withdraw_consent
+
+    settings_changed()
+    clock = Clock()
+    case = start_sample_case(clock)  # case_opened mentions P-01..P-03
+    withdraw_consent(
+        case.ref, "P-02", purpose=ConsentPurpose.CASE_HANDLING, by="lena.lead", now=clock.tick()
+    )
+    report = deliver(clock.tick())
+    opened = [n for n in rows(Notification) if n.event == "case_opened"]
+    assert opened and all(n.status == NotificationStatus.SUPPRESSED for n in opened)
+    assert report.suppressed == len(opened)
+    assert not [m for m in mail.messages if "opened" in str(m["Subject"]).lower()]
+    assert case.case().state.value == "on_hold"
+    assert all("sealed" not in n.context for n in opened)
+
+
+def test_a_crash_between_send_and_record_duplicates_at_most_the_message_in_flight(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if store.backend != "sqlite":
+        pytest.skip("one backend is enough for the process-kill scenario")
+    monkeypatch.delenv("REMEDY_CHAT_OPS", raising=False)
+    killed: list[int] = []
+    proc_holder: list[subprocess.Popen[bytes]] = []
+
+    def kill_sender(_message: EmailMessage) -> None:
+        # the second message has reached the server; its sender never hears "250 OK"
+        if len(catcher.messages) == 2 and proc_holder and not killed:
+            os.kill(proc_holder[0].pid, signal.SIGKILL)
+            killed.append(proc_holder[0].pid)
+
+    catcher = MailCatcher(port=free_port(), on_message=kill_sender).start()
+    monkeypatch.setenv("REMEDY_SMTP_URL", catcher.url())
+    settings_changed()
+    try:
+        clock = Clock(now=datetime.now(UTC) - timedelta(minutes=5))
+        case = start_sample_case(clock)
+        case.prepare(DecisionKind.SCREENING)
+        expected = {
+            n.idempotency_key for n in rows(Notification) if n.channel == NotificationChannel.EMAIL
+        }
+        assert len(expected) >= 3
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "flows.cli", "notifications", "deliver"],
+            cwd=ROOT,
+            env=os.environ.copy(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        proc_holder.append(proc)
+        assert proc.wait(timeout=120) == -signal.SIGKILL
+        assert killed
+        # after a restart, once the dead drain's lease has run out
+        report = deliver(datetime.now(UTC) + timedelta(minutes=3))
+        assert report.gave_up == 0
+        counts = by_key(catcher.messages)
+        assert set(counts) == expected  # nothing lost
+        duplicated = [k for k, n in counts.items() if n > 1]
+        assert len(duplicated) <= 1 and all(counts[k] == 2 for k in duplicated)
+        if duplicated:  # it is the message that was in flight when the sender died
+            assert duplicated[0] == str(catcher.messages[1]["X-Remedy-Key"])
+        assert all(
+            n.status == NotificationStatus.DELIVERED
+            for n in rows(Notification)
+            if n.channel == NotificationChannel.EMAIL
+        )
+        del case
+    finally:
+        catcher.stop()
+
+
+def test_check_command_reports_missing_translations(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.integration.test_intake import run_cli
+
+    assert run_cli("notifications", "check") == 0
+    locales = tmp_path / "locales"
+    locales.mkdir()
+    source = (ROOT / "notifications" / "locales" / "fr.toml").read_text(encoding="utf-8")
+    lines = [ln for ln in source.splitlines() if not ln.startswith('"Case closed"')]
+    (locales / "fr.toml").write_text("\n".join(lines), encoding="utf-8")
+    (locales / "es.toml").write_text(
+        (ROOT / "notifications" / "locales" / "es.toml").read_text(encoding="utf-8"),
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("REMEDY_LOCALES_DIR", str(locales))
+    settings_changed()
+    assert run_cli("notifications", "check") == 1
+    from models.enums import Locale
+    from notifications.render import render
+
+    fallback = render(
+        "case_closed",
+        fmt="text",
+        locale=Locale.FR,
+        context={
+            "case_ref": "RC-2026-0001",
+            "step": 5,
+            "closure_type": "resolved_accepted",
+            "case_view_link": None,
+            "visibility": "case",
+        },
+    )
+    assert fallback.subject == "[RC-2026-0001] Case closed"  # English, not nothing
+    assert "Étape 5 sur 6" in fallback.body
