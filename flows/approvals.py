@@ -19,6 +19,7 @@ from models.enums import DecisionKind
 from models.forms import FORMS
 from tasks.decisions import DecisionView, Pending
 from tasks.flow_tasks import (
+    deliver_case_task,
     prepare_decision_task,
     publish_case_view_task,
     record_decision_task,
@@ -58,6 +59,7 @@ def _submission(ctx: StepContext, pending: Pending) -> dict[str, Any]:
             get_run_logger().info("%s: recovered a submission from an earlier run", ctx.case_ref)
             return values
     publish_case_view_task(ctx.case_ref)
+    deliver_case_task(ctx.case_ref)  # the approvers get their codes now, not at the next drain
     get_run_logger().info(
         "%s: waiting for the %s decision (round %d)",
         ctx.case_ref,

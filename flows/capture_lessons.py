@@ -6,7 +6,7 @@ from prefect import flow, get_run_logger
 
 from flows.approvals import ask
 from models.enums import DecisionKind, Step
-from tasks.flow_tasks import open_step_task, publish_case_view_task
+from tasks.flow_tasks import deliver_case_task, open_step_task, publish_case_view_task
 
 
 @flow(name="capture-lessons", flow_run_name="lessons-{case_ref}", retries=0)
@@ -18,4 +18,5 @@ def capture_lessons(case_ref: str) -> str:
     else:
         get_run_logger().info("%s: %s", case_ref, ctx.note)
     publish_case_view_task(case_ref)
+    deliver_case_task(case_ref)
     return "lessons recorded" if ctx.active else ctx.note

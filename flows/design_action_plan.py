@@ -6,7 +6,13 @@ from prefect import flow, get_run_logger
 
 from flows.approvals import ask
 from models.enums import DecisionKind, Step
-from tasks.flow_tasks import draft_plan_task, hand_over_task, open_step_task, publish_case_view_task
+from tasks.flow_tasks import (
+    deliver_case_task,
+    draft_plan_task,
+    hand_over_task,
+    open_step_task,
+    publish_case_view_task,
+)
 
 
 @flow(name="design-action-plan", flow_run_name="plan-{case_ref}", retries=0)
@@ -21,4 +27,5 @@ def design_action_plan(case_ref: str) -> str:
     else:
         get_run_logger().info("%s: %s", case_ref, ctx.note)
     publish_case_view_task(case_ref)
+    deliver_case_task(case_ref)
     return hand_over_task(case_ref) or "nothing to start"

@@ -11,6 +11,7 @@ from prefect import flow, get_run_logger
 from models.enums import Step
 from tasks.flow_tasks import (
     activate_plan_task,
+    deliver_case_task,
     hand_over_task,
     open_step_task,
     publish_case_view_task,
@@ -27,4 +28,5 @@ def implement_and_monitor(case_ref: str) -> str:
     else:
         get_run_logger().info("%s: %s", case_ref, ctx.note)
     publish_case_view_task(case_ref)
+    deliver_case_task(case_ref)
     return hand_over_task(case_ref) or "monitoring"

@@ -15,6 +15,7 @@ from prefect.events import DeploymentEventTrigger
 
 from flows.capture_lessons import capture_lessons
 from flows.close_incident import close_incident
+from flows.deliver_notifications import deliver_notifications
 from flows.design_action_plan import design_action_plan
 from flows.determine_response import determine_response
 from flows.implement_and_monitor import implement_and_monitor
@@ -50,6 +51,13 @@ def deployments() -> list[RunnerDeployment]:
     built.append(
         capture_lessons.to_deployment(
             name=capture_lessons.name, tags=tags, triggers=[lessons_trigger()]
+        )
+    )
+    built.append(
+        deliver_notifications.to_deployment(
+            name=deliver_notifications.name,
+            tags=tags,
+            interval=get_settings().delivery_drain_seconds,
         )
     )
     return built  # to_deployment is synchronous outside an event loop

@@ -56,6 +56,9 @@ class Settings(BaseSettings):
         description="apprise e-mail URL without recipient, e.g. "
         "mailtos://user:pass@smtp.example.org:587?from=remedy@example.org (a credential).",
     )
+    delivery_drain_seconds: int = Field(
+        default=60, ge=5, le=3600, description="How often deliver-notifications drains the outbox."
+    )
     delivery_max_attempts: int = Field(default=8, ge=1, le=50)
     delivery_backoff_seconds: float = Field(default=30.0, gt=0, le=3600)
     runner_limit: int = Field(

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from flows.catchers import ChatReceiver, MailCatcher
 from flows.stack import LocalStack, free_port
 from tests.conftest import IN_CI, PG_URL, _upgrade
 
@@ -26,6 +27,8 @@ class E2E:
     store_url: str
     env: dict[str, str]
     backend: str
+    mail: MailCatcher
+    chat: ChatReceiver
 
 
 def _pg_database() -> Iterator[str | None]:
@@ -61,10 +64,14 @@ def e2e(tmp_path_factory: pytest.TempPathFactory, session_key: str) -> Iterator[
     _upgrade(store_url)
     databases = _pg_database()
     server_db = next(databases)
+    mail = MailCatcher(port=free_port(), folder=home / "mail").start()
+    chat = ChatReceiver(port=free_port(), log=home / "chat.jsonl").start()
     env = {
         "REMEDY_HOME": str(home / "var"),
         "REMEDY_DATABASE_URL": store_url,
         "REMEDY_ENCRYPTION_KEY": session_key,
+        "REMEDY_SMTP_URL": mail.url(),
+        "REMEDY_CHAT_OPS": f"json://127.0.0.1:{chat.port}/hooks/ops",
         "PYTHONPATH": str(ROOT),
     }
     stack = LocalStack(
@@ -73,9 +80,11 @@ def e2e(tmp_path_factory: pytest.TempPathFactory, session_key: str) -> Iterator[
     try:
         stack.start_server()
         stack.start_runner()
-        yield E2E(stack, store_url, env, "postgresql" if server_db else "sqlite")
+        yield E2E(stack, store_url, env, "postgresql" if server_db else "sqlite", mail, chat)
     finally:
         stack.stop()
+        mail.stop()
+        chat.stop()
         for _ in databases:
             pass
 

@@ -22,6 +22,7 @@ EXPECTED = {
     "implement-and-monitor": "flows/implement_and_monitor.py:implement_and_monitor",
     "close-incident": "flows/close_incident.py:close_incident",
     "capture-lessons": "flows/capture_lessons.py:capture_lessons",
+    "deliver-notifications": "flows/deliver_notifications.py:deliver_notifications",
 }
 
 
@@ -58,6 +59,8 @@ def test_prefect_deploy_all(tmp_path: Path) -> None:
             assert found[name]["entrypoint"] == entrypoint
             assert found[name]["work_pool_name"] == "remedy-process"
             assert "remedy" in found[name]["tags"]
+        schedules = found["deliver-notifications"]["schedules"]
+        assert [x["schedule"]["interval"] for x in schedules] == [60.0]
         automations = httpx.post(f"{api}/automations/filter", json={}, timeout=10).json()
         [trigger] = [a for a in automations if "lessons-on-case-closed" in a["name"]]
         assert trigger["trigger"]["expect"] == ["remedy.case.closed"]
