@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -331,3 +332,52 @@ def test_check_command_reports_missing_translations(
     )
     assert fallback.subject == "[RC-2026-0001] Case closed"  # English, not nothing
     assert "Étape 5 sur 6" in fallback.body
+
+
+@pytest.mark.parametrize(
+    ("kind", "url", "path", "text_of"),
+    [
+        ("json", "json://127.0.0.1:{port}/hooks/ops", "/hooks/ops", lambda b: b["message"]),
+        (
+            "mattermost",
+            "mmost://127.0.0.1:{port}/abcdefghijklmnopqrstuvwxyz",
+            "/hooks/abcdefghijklmnopqrstuvwxyz",
+            lambda b: b["text"],
+        ),
+        (
+            "matrix",
+            "matrix://remedy:pw@127.0.0.1:{port}/?mode=slack&token=roomhook",
+            "/api/v1/matrix/hook/roomhook",
+            lambda b: b["attachments"][0]["text"],
+        ),
+    ],
+)
+def test_chat_bodies_match_each_services_format(
+    store: Store, monkeypatch: pytest.MonkeyPatch, kind: str, url: str, path: str, text_of: Any
+) -> None:
+    from models.enums import ChatKind
+    from models.tables import Stakeholder
+    from tasks.db import unit_of_work
+
+    receiver = ChatReceiver(port=free_port()).start()
+    monkeypatch.setenv("REMEDY_CHAT_OPS", url.format(port=receiver.port))
+    monkeypatch.delenv("REMEDY_SMTP_URL", raising=False)
+    settings_changed()
+    try:
+        clock = Clock()
+        case = start_sample_case(clock)
+        with unit_of_work() as session:
+            from sqlmodel import select
+
+            lead = session.exec(select(Stakeholder).where(Stakeholder.key == "lena.lead")).one()
+            lead.chat_kind = ChatKind(kind)
+            session.add(lead)
+        deliver(clock.tick())
+        [call] = receiver.delivered()
+        assert call["path"] == path
+        body = json.loads(call["body"])
+        text = text_of(body)
+        assert case.ref in text and "A new remediation case was opened" in text
+        assert "P-0" not in call["body"] and "Kivu" not in call["body"]
+    finally:
+        receiver.stop()
