@@ -5,6 +5,7 @@ from __future__ import annotations
 import getpass
 import json
 import sys
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -298,6 +299,61 @@ def milestone_update(
     if result.plan_completed:
         out.print("Every milestone is verified or waived: the case moves to closure.")
         _hand_over(reference)
+    return EXIT_OK
+
+
+@milestone_app.command(name="extend")
+def milestone_extend(
+    reference: str,
+    key: str,
+    *,
+    to: date,
+    reason: str,
+    by: Annotated[str, Parameter(help="Your stakeholder key (the milestone's owner).")],
+) -> int:
+    """Ask for a later due date for a milestone (its owner); the case lead decides."""
+    from tasks.context import utcnow
+    from tasks.steps import MilestoneUpdateError, request_extension
+
+    try:
+        request_extension(reference, key, to=to, reason=reason, by=by, now=utcnow())
+    except MilestoneUpdateError as exc:
+        return _fail(str(exc))
+    out.print(f"{reference} {key}: extension to {to} asked; the case lead decides.")
+    return EXIT_OK
+
+
+@milestone_app.command(name="extension")
+def milestone_extension(
+    reference: str,
+    key: str,
+    *,
+    approve: bool = False,
+    refuse: bool = False,
+    by: Annotated[str, Parameter(help="Your stakeholder key (the case lead).")],
+    reason: str = "",
+) -> int:
+    """Approve or refuse a milestone's requested extension (the case lead)."""
+    from tasks.context import utcnow
+    from tasks.steps import MilestoneUpdateError, decide_extension
+
+    if approve == refuse:
+        return _fail("say --approve or --refuse", EXIT_BAD_INPUT)
+    try:
+        due = decide_extension(reference, key, approve=approve, by=by, now=utcnow(), reason=reason)
+    except MilestoneUpdateError as exc:
+        return _fail(str(exc))
+    out.print(f"{reference} {key}: due {due}" + (" (extended)" if approve else " (unchanged)"))
+    return EXIT_OK
+
+
+@app.command(name="monitor")
+def monitor(*, now: datetime | None = None) -> int:
+    """Run one monitoring sweep now (or as of --now), against the configured Prefect server."""
+    from flows.monitor_milestones import monitor_milestones
+
+    summary = monitor_milestones(now=now.astimezone(UTC) if now else None)
+    out.print(", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in summary.items()))
     return EXIT_OK
 
 

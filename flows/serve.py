@@ -19,6 +19,7 @@ from flows.deliver_notifications import deliver_notifications
 from flows.design_action_plan import design_action_plan
 from flows.determine_response import determine_response
 from flows.implement_and_monitor import implement_and_monitor
+from flows.monitor_milestones import monitor_milestones
 from flows.remediation_case import remediation_case
 from flows.verify_allegation import verify_allegation
 from models.settings import get_settings
@@ -51,6 +52,11 @@ def deployments() -> list[RunnerDeployment]:
     built.append(
         capture_lessons.to_deployment(
             name=capture_lessons.name, tags=tags, triggers=[lessons_trigger()]
+        )
+    )
+    built.append(
+        monitor_milestones.to_deployment(
+            name=monitor_milestones.name, tags=tags, cron=get_settings().monitor_cron
         )
     )
     built.append(

@@ -56,6 +56,9 @@ class Settings(BaseSettings):
         description="apprise e-mail URL without recipient, e.g. "
         "mailtos://user:pass@smtp.example.org:587?from=remedy@example.org (a credential).",
     )
+    monitor_cron: str = Field(
+        default="0 * * * *", description="When monitor-milestones sweeps (cron, UTC): hourly."
+    )
     delivery_drain_seconds: int = Field(
         default=60, ge=5, le=3600, description="How often deliver-notifications drains the outbox."
     )

@@ -397,6 +397,10 @@ class PlanAction(SQLModel, table=True):
     status_changed_at: datetime = _when()
     waived_reason: str | None = Field(default=None, max_length=2000)
     evidence_refs: list[str] = _json()
+    # a due-date extension the owner asked for, waiting for the case lead
+    extension_due_on: date | None = None
+    extension_reason: str | None = Field(default=None, max_length=2000)
+    extension_requested_by_id: uuid.UUID | None = _fk("stakeholder.id", nullable=True, index=False)
 
 
 class ProgressUpdate(SQLModel, table=True):
@@ -467,6 +471,19 @@ class Notification(SQLModel, table=True):
     # a delivery in progress holds the row until then; after a crash another drain takes it
     claimed_until: datetime | None = _when(nullable=True)
     delivered_at: datetime | None = _when(nullable=True)
+
+
+class ReminderSent(SQLModel, table=True):
+    """A monitoring threshold already acted on (due soon, overdue, escalation n, reminder...).
+
+    The key names the milestone or decision and its deadline, so a sweep never repeats a
+    reminder, and an extended deadline gets reminders of its own.
+    """
+
+    __tablename__ = "reminder_sent"
+    key: str = Field(max_length=160, primary_key=True)
+    case_id: uuid.UUID = _fk("remediation_case.id")
+    sent_at: datetime = _when()
 
 
 class ApprovalLink(SQLModel, table=True):

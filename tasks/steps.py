@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel
@@ -862,6 +862,11 @@ def activate_plan(case_ref: str, *, now: datetime) -> int:
                     key=f"milestone-assigned:{action.id}",
                     now=now,
                 )
+        entry = _latest_step_run(session, case.id, int(Step.IMPLEMENT))
+        if entry is not None and entry.status != StepRunStatus.FINISHED:
+            # step 4's run has done its part; the monitoring sweep carries the step from here
+            entry.status, entry.finished_at = StepRunStatus.FINISHED, now
+            session.add(entry)
         if planned:
             append_audit(
                 session,
@@ -1405,3 +1410,82 @@ def withdraw_consent(
         ):
             move(session, case, CaseEvent.CONSENT_WITHDRAWN, now=now, actor=f"stakeholder:{by}")
         return case.state
+
+
+# --- milestone due-date extensions ---------------------------------------------------------------
+
+
+def _open_milestone(session: Session, case: RemediationCase, key: str) -> PlanAction:
+    plan = current_plan(session, case.id, PlanStatus.APPROVED)
+    action = None
+    if plan is not None:
+        action = session.exec(
+            select(PlanAction).where(PlanAction.plan_id == plan.id, PlanAction.key == key)
+        ).first()
+    if action is None:
+        raise MilestoneUpdateError(f"{case.reference} has no milestone {key} in its approved plan")
+    if action.status in CLOSED_MILESTONES:
+        raise MilestoneUpdateError(f"milestone {key} is {action.status.value} already")
+    return action
+
+
+def request_extension(
+    case_ref: str, key: str, *, to: date, reason: str, by: str, now: datetime
+) -> None:
+    """Ask for a later due date (the milestone's owner, with a reason); the case lead decides."""
+    with unit_of_work() as session:
+        case = get_case(session, case_ref, lock=True)
+        action = _open_milestone(session, case, key)
+        person = session.exec(select(Stakeholder).where(Stakeholder.key == by)).first()
+        if person is None or person.id != action.owner_id:
+            raise MilestoneUpdateError("only the milestone's owner asks for an extension")
+        if to <= action.due_on:
+            raise MilestoneUpdateError(f"the new date must be after {action.due_on}")
+        if not reason.strip():
+            raise MilestoneUpdateError("an extension needs a reason (--reason)")
+        action.extension_due_on, action.extension_reason = to, reason.strip()[:2000]
+        action.extension_requested_by_id = person.id
+        session.add(action)
+        append_audit(
+            session,
+            chain=case.reference,
+            actor=f"stakeholder:{by}",
+            action="milestone.extension_requested",
+            at=now,
+            subject_type="plan_action",
+            subject_id=str(action.id),
+            details={"milestone": key, "from": str(action.due_on), "to": str(to)},
+        )
+
+
+def decide_extension(
+    case_ref: str, key: str, *, approve: bool, by: str, now: datetime, reason: str = ""
+) -> date:
+    """The case lead approves (the due date moves; reminders follow it) or refuses; audited."""
+    with unit_of_work() as session:
+        case = get_case(session, case_ref, lock=True)
+        action = _open_milestone(session, case, key)
+        leads = {p.key for p in members_of(session, case.id, Role.CASE_LEAD)}
+        if by not in leads:
+            raise MilestoneUpdateError("only the case lead approves or refuses an extension")
+        if action.extension_due_on is None:
+            raise MilestoneUpdateError(f"nobody asked to extend milestone {key}")
+        if not approve and not reason.strip():
+            raise MilestoneUpdateError("refusing an extension needs a reason (--reason)")
+        before, asked = action.due_on, action.extension_due_on
+        if approve:
+            action.due_on = asked
+        action.extension_due_on = action.extension_reason = None
+        action.extension_requested_by_id = None
+        session.add(action)
+        append_audit(
+            session,
+            chain=case.reference,
+            actor=f"stakeholder:{by}",
+            action="milestone.extended" if approve else "milestone.extension_refused",
+            at=now,
+            subject_type="plan_action",
+            subject_id=str(action.id),
+            details={"milestone": key, "from": str(before), "to": str(asked)},
+        )
+        return action.due_on

@@ -23,6 +23,7 @@ EXPECTED = {
     "close-incident": "flows/close_incident.py:close_incident",
     "capture-lessons": "flows/capture_lessons.py:capture_lessons",
     "deliver-notifications": "flows/deliver_notifications.py:deliver_notifications",
+    "monitor-milestones": "flows/monitor_milestones.py:monitor_milestones",
 }
 
 
@@ -61,6 +62,8 @@ def test_prefect_deploy_all(tmp_path: Path) -> None:
             assert "remedy" in found[name]["tags"]
         schedules = found["deliver-notifications"]["schedules"]
         assert [x["schedule"]["interval"] for x in schedules] == [60.0]
+        [hourly] = found["monitor-milestones"]["schedules"]
+        assert hourly["schedule"]["cron"] == "0 * * * *" and hourly["active"]
         automations = httpx.post(f"{api}/automations/filter", json={}, timeout=10).json()
         [trigger] = [a for a in automations if "lessons-on-case-closed" in a["name"]]
         assert trigger["trigger"]["expect"] == ["remedy.case.closed"]

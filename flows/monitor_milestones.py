@@ -1,0 +1,54 @@
+"""monitor-milestones: the scheduled sweep over every open case (hourly by default).
+
+Finds with set-based queries what is due soon, due today, overdue or waiting too long; runs a
+monitor-case sub-flow for each affected case (reminders, escalations, once per threshold); moves
+completed plans to closure; repairs what the doctor finds; refreshes the portfolio artifact.
+`now` can be given, so a sweep can be run for a chosen moment (tests, demos, catching up).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from prefect import flow, get_run_logger
+
+from tasks.flow_tasks import deliver_case_task
+from tasks.monitoring import CaseCheck, DueItem
+from tasks.monitoring_tasks import (
+    check_case_task,
+    close_completed_task,
+    find_due_task,
+    publish_plan_progress_task,
+    publish_portfolio_task,
+    reconcile_task,
+    sweep_time_task,
+)
+
+
+@flow(name="monitor-case", flow_run_name="monitor-{case_ref}", retries=0)
+def monitor_case(case_ref: str, items: list[DueItem], now: datetime) -> CaseCheck:
+    """Act on one case's new thresholds, send the messages, refresh its plan's progress."""
+    check = check_case_task(case_ref, items, now)
+    deliver_case_task(case_ref)
+    publish_plan_progress_task(case_ref)
+    return check
+
+
+@flow(name="monitor-milestones", retries=0)
+def monitor_milestones(now: datetime | None = None) -> dict[str, int]:
+    """Sweep every open case once: reminders, escalations, closures, repairs, portfolio."""
+    at = sweep_time_task(now)
+    plan = find_due_task(at)
+    checks = [monitor_case(ref, items, at) for ref, items in sorted(plan.by_case.items())]
+    closing = close_completed_task(at)
+    repairs = reconcile_task(at)
+    publish_portfolio_task(at)
+    summary = {
+        "candidates": plan.candidates,
+        "cases_checked": len(checks),
+        "reminders_sent": sum(len(c.sent) for c in checks),
+        "moved_to_closure": len(closing),
+        "repairs": len(repairs),
+    }
+    get_run_logger().info("sweep at %s: %s", at.isoformat(), summary)
+    return summary
