@@ -53,6 +53,13 @@ def api_healthy(api_url: str, timeout: float = 2.0) -> bool:
         return False
 
 
+def _page_healthy(base: str) -> bool:
+    try:
+        return httpx.get(f"{base}/healthz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 @dataclass
 class LocalStack:
     """The processes of a local stack and how to reach them."""
@@ -61,6 +68,7 @@ class LocalStack:
     port: int = 4200
     server_database_url: str | None = None  # postgresql+asyncpg://… ; default: SQLite in home
     poll_seconds: int = 2
+    approval_port: int = 8686
     extra_env: dict[str, str] = field(default_factory=dict)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _logs: list[IO[bytes]] = field(default_factory=list)
@@ -124,12 +132,28 @@ class LocalStack:
         self._spawn("runner", [sys.executable, "-m", "flows.serve"], self.client_env())
         self._wait("runner", self._deployments_registered, timeout)
 
+    def start_approval_page(self, timeout: float = 60.0, *, port: int | None = None) -> str:
+        """Start the approval page on 127.0.0.1 and wait until it answers; return its address."""
+        port = port or self.approval_port
+        if port_open(port):
+            raise StackError(f"127.0.0.1:{port} is taken; choose another port")
+        base = f"http://127.0.0.1:{port}"
+        env = self.client_env()
+        env["REMEDY_APPROVAL_PORT"] = str(port)
+        # links and the page's origin check name this address unless the operator set another
+        env.setdefault("REMEDY_APPROVAL_BASE_URL", base)
+        self._spawn("approval-page", [sys.executable, "-m", "flows.approval_page"], env)
+        self._wait("approval-page", lambda: _page_healthy(base), timeout)
+        return base
+
     def _deployments_registered(self) -> bool:
         from tasks.orchestration import STEP_FLOWS
 
         try:
             resp = httpx.post(f"{self.api_url}/deployments/count", json={}, timeout=2)
-            return resp.status_code == 200 and int(resp.json()) >= len(STEP_FLOWS) + 1
+            return (
+                resp.status_code == 200 and int(resp.json()) >= len(STEP_FLOWS) + 3
+            )  # + entry, drain, sweep
         except (httpx.HTTPError, ValueError):
             return False
 
