@@ -72,6 +72,7 @@ def e2e(tmp_path_factory: pytest.TempPathFactory, session_key: str) -> Iterator[
         "REMEDY_ENCRYPTION_KEY": session_key,
         "REMEDY_SMTP_URL": mail.url(),
         "REMEDY_CHAT_OPS": f"json://127.0.0.1:{chat.port}/hooks/ops",
+        "REMEDY_MONITOR_CRON": "0 0 1 1 *",  # no sweep fires by itself during the tests
         "PYTHONPATH": str(ROOT),
     }
     stack = LocalStack(
