@@ -460,15 +460,20 @@ def doctor(*, as_json: Annotated[bool, Parameter(name="--json")] = False) -> int
 
 
 @app.command(name="up")
-def up(*, port: int = 4200) -> int:
-    """Start the local Prefect server (unless one is configured) and the runner; Ctrl-C stops."""
+def up(*, port: int = 4200, approval_port: int | None = None) -> int:
+    """Start the Prefect server (unless one is configured), the runner and the approval page."""
     from flows.stack import StackError
     from flows.up import prepare_store, run_until_interrupted, start_stack
     from models.settings import get_settings
 
     prepare_store()
     try:
-        stack = start_stack(get_settings().home, port, out.print)
+        stack = start_stack(
+            get_settings().home,
+            port,
+            out.print,
+            approval_port=approval_port or get_settings().approval_port,
+        )
     except StackError as exc:
         return _fail(str(exc))
     out.print(f"Remedy is up. Prefect UI: {stack.ui_url}  (Ctrl-C stops everything)")

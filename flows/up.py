@@ -31,10 +31,20 @@ def prepare_store() -> None:
     )
 
 
-def start_stack(home: Path, port: int, say: Callable[[str], None]) -> LocalStack:
+def start_stack(
+    home: Path, port: int, say: Callable[[str], None], *, approval_port: int | None = None
+) -> LocalStack:
     """Start (or join) a server and start the runner; return the running stack."""
+    from models.settings import get_settings
+
     home = home.resolve()
     env = {"REMEDY_HOME": str(home)}
+    page_port = approval_port or get_settings().approval_port
+    if port_open(page_port):
+        raise StackError(f"127.0.0.1:{page_port} is in use; choose another with --approval-port")
+    if "REMEDY_APPROVAL_BASE_URL" not in os.environ:
+        # messages carry links to the page: the runner must know where it listens
+        env["REMEDY_APPROVAL_BASE_URL"] = f"http://127.0.0.1:{page_port}"
     external = os.environ.get("PREFECT_API_URL")
     if external and api_healthy(external):
         stack = LocalStack(home=home, extra_env=env | {"PREFECT_API_URL": external})
@@ -52,6 +62,10 @@ def start_stack(home: Path, port: int, say: Callable[[str], None]) -> LocalStack
                 os.environ[name] = value
     say("Starting the runner that serves the Remedy deployments ...")
     stack.start_runner()
+    say("Starting the approval page ...")
+    stack.approval_port = page_port
+    page = stack.start_approval_page(port=page_port)
+    say(f"Approval page: {page} (bound to 127.0.0.1)")
     return stack
 
 
