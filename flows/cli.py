@@ -13,6 +13,7 @@ from cyclopts import App, CycloptsError, Parameter
 from rich.console import Console
 from rich.table import Table
 
+from flows.report_cli import register as register_reports
 from models.enums import CaseStatus, ConsentPurpose, MilestoneStatus, Role
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
@@ -40,6 +41,7 @@ for sub in (
     notifications_app,
 ):
     app.command(sub)
+register_reports(app)
 
 
 def _actor() -> str:

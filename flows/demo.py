@@ -185,7 +185,7 @@ def _first_due(reference: str) -> date:
         plan = current_plan(session, case.id, PlanStatus.APPROVED)
         assert plan is not None
         first = session.exec(
-            select(PlanAction.due_on)
+            select(col(PlanAction.due_on))
             .where(PlanAction.plan_id == plan.id)
             .order_by(col(PlanAction.due_on))
         ).first()
