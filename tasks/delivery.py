@@ -170,8 +170,18 @@ def render_context(row: Notification, case_ref: str | None, now: datetime) -> di
     return ctx
 
 
-def prepare(notification_id: uuid.UUID, *, now: datetime) -> Prepared | None:
-    """Render and address a claimed message; None if it is not pending any more."""
+@dataclass
+class Claimed:
+    """A claimed message with what delivering and recording it need (read once)."""
+
+    row: Notification
+    person: Stakeholder
+    chain: str  # the audit chain: the case reference, or the system chain
+    case_ref: str | None
+
+
+def load(notification_id: uuid.UUID) -> Claimed | None:
+    """Read a claimed message, its recipient and its case; None if it is not pending any more."""
     with read_only() as session:
         row = session.get(Notification, notification_id)
         if row is None or row.status != NotificationStatus.PENDING:
@@ -179,8 +189,14 @@ def prepare(notification_id: uuid.UUID, *, now: datetime) -> Prepared | None:
         person = session.get(Stakeholder, row.recipient_id)
         case = session.get(RemediationCase, row.case_id) if row.case_id else None
     assert person is not None
-    case_ref = case.reference if case else None
-    context = render_context(row, case_ref, now)
+    ref = case.reference if case else None
+    return Claimed(row=row, person=person, chain=ref or SYSTEM_CHAIN, case_ref=ref)
+
+
+def prepare(claimed: Claimed, *, now: datetime) -> Prepared:
+    """Render and address a claimed message (raises DeliveryFailedError if it cannot be)."""
+    row, person = claimed.row, claimed.person
+    context = render_context(row, claimed.case_ref, now)
     if row.channel == NotificationChannel.EMAIL:
         settings = get_settings()
         if settings.smtp_url is None or not person.email:
@@ -202,27 +218,19 @@ def prepare(notification_id: uuid.UUID, *, now: datetime) -> Prepared | None:
     return Prepared(id=row.id, channel=row.channel, url=url, rendered=rendered)
 
 
-def _chain(session: Any, row: Notification) -> str:
-    if row.case_id is None:
-        return SYSTEM_CHAIN
-    case = session.get(RemediationCase, row.case_id)
-    return case.reference if case else SYSTEM_CHAIN
-
-
 def record(
-    notification_id: uuid.UUID, *, now: datetime, error: str | None, suppressed: bool = False
+    claimed: Claimed, *, now: datetime, error: str | None, suppressed: bool = False
 ) -> str:
     """Record one attempt's outcome; return delivered / failed / gave_up / suppressed."""
     settings = get_settings()
     with unit_of_work() as session:
         row = session.exec(
-            select(Notification).where(Notification.id == notification_id).with_for_update()
+            select(Notification).where(Notification.id == claimed.row.id).with_for_update()
         ).one()
-        person = session.get(Stakeholder, row.recipient_id)
         details = {
             "event": row.event,
             "channel": row.channel.value,
-            "recipient": person.key if person else "?",
+            "recipient": claimed.person.key,
             "attempts": row.attempts,
         }
         row.claimed_until = None
@@ -255,7 +263,7 @@ def record(
         if action:
             append_audit(
                 session,
-                chain=_chain(session, row),
+                chain=claimed.chain,
                 actor="system:delivery",
                 action=action,
                 at=now,
@@ -268,17 +276,13 @@ def record(
 
 def deliver_one(notification_id: uuid.UUID, *, now: datetime) -> str:
     """Send one claimed message and record the attempt."""
-    with read_only() as session:
-        row = session.get(Notification, notification_id)
-        if row is None or row.status != NotificationStatus.PENDING:
-            return "skipped"
-        case_id, mentions = row.case_id, list(row.mentions)
-    if _withdrawn(case_id, mentions):
-        return record(notification_id, now=now, error=None, suppressed=True)
+    claimed = load(notification_id)
+    if claimed is None:
+        return "skipped"
+    if _withdrawn(claimed.row.case_id, list(claimed.row.mentions)):
+        return record(claimed, now=now, error=None, suppressed=True)
     try:
-        prepared = prepare(notification_id, now=now)
-        if prepared is None:
-            return "skipped"
+        prepared = prepare(claimed, now=now)
         send(
             prepared.url,
             channel=prepared.channel.value,
@@ -287,8 +291,8 @@ def deliver_one(notification_id: uuid.UUID, *, now: datetime) -> str:
             fmt=prepared.rendered.format,
         )
     except DeliveryFailedError as exc:
-        return record(notification_id, now=now, error=str(exc))
-    return record(notification_id, now=now, error=None)
+        return record(claimed, now=now, error=str(exc))
+    return record(claimed, now=now, error=None)
 
 
 def deliver_due(*, now: datetime, limit: int = 200, case_ref: str | None = None) -> DeliveryReport:
