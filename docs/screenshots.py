@@ -85,8 +85,31 @@ def _shoot(ui: str) -> None:
         page.locator("a[href*='/artifacts/artifact/']").first.click()  # the newest version
         page.wait_for_timeout(2000)
         page.screenshot(path=str(ROOT / "docs" / "case-view-artifact.png"))
+        _portfolio(ui, page, ref)
         browser.close()
     print("Screenshots written to docs/")
+
+
+def _portfolio(ui: str, page: object, first: str) -> None:
+    """Three more cases, one of them implementing its plan; a sweep a week later; the table."""
+    from datetime import timedelta
+
+    from flows.monitor_milestones import monitor_milestones
+    from flows.scripted import ScriptedStakeholders
+    from models.enums import CaseState
+    from tasks.context import utcnow
+    from tasks.intake import open_case, read_report
+    from tasks.orchestration import ENTRY_FLOW, start_flow
+
+    report = read_report(ROOT / "examples" / "reports" / "gold-madre-de-dios.json", now=utcnow())
+    other = open_case(report, now=utcnow(), actor="screenshots").reference
+    start_flow(ENTRY_FLOW, other, idempotency_key=f"{other}-shots", step=None)
+    ScriptedStakeholders().drive(first, until=CaseState.IMPLEMENTING, timeout=600)
+    monitor_milestones(now=utcnow() + timedelta(days=7))
+    page.goto(f"{ui}/artifacts/key/remedy-portfolio")  # type: ignore[attr-defined]
+    page.locator("a[href*='/artifacts/artifact/']").first.click()  # type: ignore[attr-defined]
+    page.wait_for_timeout(2500)  # type: ignore[attr-defined]
+    page.screenshot(path=str(ROOT / "docs" / "portfolio-artifact.png"))  # type: ignore[attr-defined]
 
 
 if __name__ == "__main__":
