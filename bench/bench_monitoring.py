@@ -43,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     os.environ["REMEDY_ENCRYPTION_KEY"] = Fernet.generate_key().decode()
     os.environ.pop("REMEDY_SMTP_URL", None)
     results = []
+    results_prefect: dict[str, float] | None = None
     backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
     for backend in backends:
         tmp = Path(tempfile.mkdtemp(prefix=f"remedy-bench-monitor-{backend}-"))
@@ -61,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
         clear_remedy_caches()
         try:
             results.append(_measure(backend, args))
+            if args.prefect and results_prefect is None:
+                results_prefect = _prefect_overhead()  # against this backend's seeded store
         finally:
             if schema:
                 with sa.create_engine(os.environ["REMEDY_DATABASE_URL"]).begin() as conn:

@@ -60,13 +60,14 @@ def run_is_alive(flow_run_id: uuid.UUID) -> bool:
 
 def start_flow(flow: str, case_ref: str, *, idempotency_key: str, step: Step | None) -> uuid.UUID:
     """Create a top-level run of a deployment for a case; a repeated key returns the same run."""
-    run: FlowRun = run_deployment(  # type: ignore[assignment]
+    run: FlowRun = run_deployment(  # type: ignore[assignment,call-arg]
         deployment_name(flow),
         parameters={"case_ref": case_ref},
         as_subflow=False,
         idempotency_key=idempotency_key,
         timeout=0,
         tags=case_tags(case_ref, step),
+        _sync=True,  # also when called beside an event loop (the approval page, a browser)
     )
     return run.id
 
