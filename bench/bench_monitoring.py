@@ -68,7 +68,6 @@ def run(args: argparse.Namespace) -> int:
             if schema:
                 with sa.create_engine(os.environ["REMEDY_DATABASE_URL"]).begin() as conn:
                     conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    results_prefect = _prefect_overhead() if args.prefect else None
     _print(results, results_prefect, args)
     return 0
 

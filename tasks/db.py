@@ -41,7 +41,9 @@ def _configure_sqlite(engine: Engine) -> None:
 @lru_cache(maxsize=8)
 def engine_for(url: str, schema: str | None = None) -> Engine:
     """Return the (cached) engine for a case-store URL."""
-    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    # hide_parameters: a database error's message never carries the values (free text, names)
+    # into logs, Prefect task states or terminals
+    kwargs: dict[str, Any] = {"pool_pre_ping": True, "hide_parameters": True}
     if url.startswith("sqlite"):
         path = sa.engine.make_url(url).database
         if path and path != ":memory:":
