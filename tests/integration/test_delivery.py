@@ -96,6 +96,7 @@ def test_messages_arrive_as_mime_in_the_recipients_locale_and_the_code_works_onc
     assert set(body) == {"text/plain", "text/html"}
     assert "Screen the allegation" in body["text/html"]
     assert "http://127.0.0.1:8686/a/" in body["text/html"]  # the approval page link
+    assert "http://127.0.0.1:8686/a/" in body["text/plain"]  # in both parts
     # the code in the message is the one the step accepts, once
     from tasks.submit import issued_code
 
