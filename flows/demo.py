@@ -162,13 +162,17 @@ def _accelerated_monitoring(reference: str, mail: object) -> None:
         now = utcnow().replace(
             year=first_due.year, month=first_due.month, day=first_due.day
         ) + timedelta(days=days)
-        before = len(mail.messages)
+        seen = len(mail.messages)
         summary = monitor_milestones(now=now)
-        time.sleep(1)
-        new = [str(m["Subject"]) for m in mail.messages[before:]]
-        print(f"  sweep as of {now:%Y-%m-%d}: {summary['reminders_sent']} reminder(s); e-mails: ")
-        for subject in new[:4]:
-            print(f"    {subject}")
+        # the sweep's own messages: their idempotency keys name the threshold
+        sent = [
+            f"{m['To']}: {m['Subject']}"
+            for m in mail.messages[seen:]
+            if str(m["X-Remedy-Key"]).startswith(("due-", "overdue:", "escalated:"))
+        ]
+        print(f"  sweep as of {now:%Y-%m-%d}: {summary['reminders_sent']} reminder(s), e.g.")
+        for line in sent[:4]:
+            print(f"    {line}")
 
 
 def _first_due(reference: str) -> date:
