@@ -146,17 +146,9 @@ def _measure(n: int, mail: object, chat: object) -> int:
 
 
 def _ctx(context: dict[str, object]) -> dict[str, object]:
-    return {
-        **context,
-        "approval_link": None,
-        "progress_link": None,
-        "ui_link": None,
-        "code": None,
-        "code_expires_at": None,
-        "narrative": None,
-        "case_view_link": None,
-        "visibility": "narrative",
-    }
+    from tasks.delivery import BASE_CONTEXT
+
+    return {**BASE_CONTEXT, **context, "visibility": "narrative"}
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ Time is always passed in, never read here. Pure module: standard library, pydant
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Iterable, Mapping
 from datetime import date, datetime, timedelta
 from enum import StrEnum
@@ -22,7 +21,6 @@ from pydantic import (
     ConfigDict,
     Field,
     StrictBool,
-    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -41,6 +39,7 @@ from models.enums import (
 )
 from models.iso3166 import is_country_code
 from models.policy import Policy
+from models.tomlfile import load_toml
 
 DEFAULT_PLAN_TEMPLATES_PATH: Final = Path(__file__).with_name("plan_templates.toml")
 
@@ -314,41 +313,7 @@ class PlanTemplates(_Template):
 def load_plan_templates(path: Path | None = None) -> PlanTemplates:
     """Read and check the plan template file (the bundled plan_templates.toml by default)."""
     path = DEFAULT_PLAN_TEMPLATES_PATH if path is None else path
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise PlanTemplateError(path, ["the file does not exist"]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PlanTemplateError(path, [f"the file cannot be read ({exc})"]) from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise PlanTemplateError(path, [f"not valid TOML: {exc}"]) from None
-    try:
-        return PlanTemplates.model_validate(data)
-    except ValidationError as exc:
-        # `from None`: the problems are in the message; pydantic's internals would only distract.
-        raise PlanTemplateError(path, [p for e in exc.errors() for p in _problems(e)]) from None
-
-
-def _problems(error: Mapping[str, Any]) -> list[str]:
-    """Render one pydantic error as `action[3].category: problem` lines."""
-    path = ""
-    for part in error["loc"]:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        else:
-            path += f".{part}" if path else str(part)
-    if error["type"] == "extra_forbidden":
-        message = "unknown key (check the spelling)"
-    elif error["type"] == "missing":
-        message = "missing"
-    else:
-        message = str(error["msg"]).removeprefix("Value error, ")
-    if not path:
-        # Whole-file checks already name each template in their own lines.
-        return message.splitlines()
-    return [f"{path}: {line}" for line in message.splitlines()]
+    return load_toml(path, PlanTemplates, PlanTemplateError)
 
 
 # The draft.

@@ -6,13 +6,11 @@ here, and every datetime is timezone-aware UTC. Pure module: standard library an
 
 from __future__ import annotations
 
-import tomllib
-from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from enum import Enum
 from itertools import pairwise
 from pathlib import Path
-from typing import Any, Final, Self, TypeVar
+from typing import Final, Self, TypeVar
 
 from pydantic import (
     AwareDatetime,
@@ -21,7 +19,6 @@ from pydantic import (
     Field,
     NonNegativeInt,
     PositiveInt,
-    ValidationError,
     field_validator,
     model_validator,
 )
@@ -37,6 +34,7 @@ from models.enums import (
     Scale,
     Severity,
 )
+from models.tomlfile import load_toml
 
 DEFAULT_POLICY_PATH: Final = Path(__file__).with_name("policy.toml")
 
@@ -243,41 +241,7 @@ class Policy(_Rules):
 
 def load_policy(path: Path | None = None) -> Policy:
     """Read and check the policy file (the bundled policy.toml by default)."""
-    path = DEFAULT_POLICY_PATH if path is None else path
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise PolicyError(path, ["the file does not exist"]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PolicyError(path, [f"the file cannot be read ({exc})"]) from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise PolicyError(path, [f"not valid TOML: {exc}"]) from None
-    try:
-        return Policy.model_validate(data)
-    except ValidationError as exc:
-        # `from None`: the problems are in the message; pydantic's internals would only distract.
-        raise PolicyError(path, [_problem(e) for e in exc.errors()]) from None
-
-
-def _problem(error: Mapping[str, Any]) -> str:
-    """Render one pydantic error as `path.to.field: problem`."""
-    path = ""
-    for part in error["loc"]:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        elif part != "[key]":
-            path += f".{part}" if path else str(part)
-    if error["type"] == "extra_forbidden":
-        message = "unknown key (check the spelling)"
-    elif error["type"] == "missing":
-        message = "missing"
-    else:
-        message = str(error["msg"]).removeprefix("Value error, ")
-    if "[key]" in error["loc"]:
-        message = f"unknown key ({message[0].lower()}{message[1:]})"
-    return f"{path}: {message}" if path else message
+    return load_toml(DEFAULT_POLICY_PATH if path is None else path, Policy, PolicyError)
 
 
 # The pure functions that apply the rules.

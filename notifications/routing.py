@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from models.enums import NotificationChannel, NotificationEvent, Role, Visibility
+from models.tomlfile import load_toml
 
 DEFAULT_ROUTING_PATH = Path(__file__).with_name("routing.toml")
 APPROVERS, OWNER = "approvers", "owner"
@@ -62,18 +62,4 @@ class Routing(BaseModel):
 
 def load_routing(path: Path | None = None) -> Routing:
     """Read and validate a routing file (the shipped one if none is given)."""
-    path = path or DEFAULT_ROUTING_PATH
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise RoutingError(path, ["the file does not exist"]) from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise RoutingError(path, [f"not valid TOML: {exc}"]) from None
-    try:
-        return Routing.model_validate(data)
-    except ValidationError as exc:
-        problems = []
-        for err in exc.errors(include_url=False):
-            loc = ".".join(str(p) for p in err["loc"])
-            problems.append(f"{loc}: {err['msg'].removeprefix('Value error, ')}")
-        raise RoutingError(path, problems) from None
+    return load_toml(path or DEFAULT_ROUTING_PATH, Routing, RoutingError)

@@ -289,12 +289,13 @@ def _issue_codes(
             now=now,
             approvers=fresh,
             private=private,
-            context=_request_context(case, request),
+            context=request_context(case, request),
         )
     return links
 
 
-def _request_context(case: RemediationCase, request: DecisionRequest) -> dict[str, Any]:
+def request_context(case: RemediationCase, request: DecisionRequest) -> dict[str, Any]:
+    """What every message about a waiting decision says (references only)."""
     return {
         "case_ref": case.reference,
         "step": request.step,
@@ -663,7 +664,7 @@ def _refuse(
         now=now,
         approvers=approvers,
         private={link.stakeholder_id: {"link_id": str(link.id)} for link in new_links},
-        context={**_request_context(case, nxt), "reason": reason},
+        context={**request_context(case, nxt), "reason": reason},
     )
     return SubmissionResult(accepted=False, reason=reason)
 
@@ -684,7 +685,7 @@ def _notify_decided(
         key=f"decision-taken:{decision.id}",
         now=now,
         context={
-            **_request_context(case, request),
+            **request_context(case, request),
             "outcome": decision.outcome,
             "approver": approver.key,
         },

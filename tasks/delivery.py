@@ -41,6 +41,18 @@ from tasks.db import is_postgres, read_only, unit_of_work
 from tasks.links import link_url
 from tasks.vault import get_vault
 
+# Every template may name these; a message without them renders them as absent.
+BASE_CONTEXT: dict[str, Any] = {
+    "approval_link": None,
+    "progress_link": None,
+    "ui_link": None,
+    "code": None,
+    "code_expires_at": None,
+    "narrative": None,
+    "case_view_link": None,
+    "visibility": "minimal",
+    "step": 1,
+}
 LEASE = timedelta(minutes=2)
 BATCH = 25
 MAX_BACKOFF = timedelta(hours=1)
@@ -140,17 +152,7 @@ def render_context(row: Notification, case_ref: str | None, now: datetime) -> di
     from tasks.orchestration import flow_run_link, ui_url
 
     vault = get_vault()
-    ctx: dict[str, Any] = {
-        "approval_link": None,
-        "progress_link": None,
-        "ui_link": None,
-        "code": None,
-        "code_expires_at": None,
-        "narrative": None,
-        "case_view_link": None,
-        "visibility": "minimal",
-        "step": 1,
-    }
+    ctx: dict[str, Any] = dict(BASE_CONTEXT)
     ctx.update({k: v for k, v in row.context.items() if k not in SENSITIVE and k != "link_id"})
     if row.context.get("code_ciphertext"):
         ctx["code"] = vault.decrypt(row.context["code_ciphertext"])["code"]
@@ -218,9 +220,7 @@ def prepare(claimed: Claimed, *, now: datetime) -> Prepared:
     return Prepared(id=row.id, channel=row.channel, url=url, rendered=rendered)
 
 
-def record(
-    claimed: Claimed, *, now: datetime, error: str | None, suppressed: bool = False
-) -> str:
+def record(claimed: Claimed, *, now: datetime, error: str | None, suppressed: bool = False) -> str:
     """Record one attempt's outcome; return delivered / failed / gave_up / suppressed."""
     settings = get_settings()
     with unit_of_work() as session:

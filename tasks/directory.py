@@ -165,18 +165,23 @@ def _case_and_person(session: Session, reference: str, key: str) -> tuple[Any, S
     return case, person
 
 
+def _membership(
+    session: Session, case_id: uuid.UUID, person_id: uuid.UUID, role: Role
+) -> CaseMember | None:
+    return session.exec(
+        select(CaseMember).where(
+            CaseMember.case_id == case_id,
+            CaseMember.stakeholder_id == person_id,
+            CaseMember.role == role,
+        )
+    ).first()
+
+
 def add_member(reference: str, key: str, role: Role, *, actor: str, now: datetime) -> bool:
     """Give a stakeholder a role on a case; False if they hold it already."""
     with unit_of_work() as session:
         case, person = _case_and_person(session, reference, key)
-        existing = session.exec(
-            select(CaseMember).where(
-                CaseMember.case_id == case.id,
-                CaseMember.stakeholder_id == person.id,
-                CaseMember.role == role,
-            )
-        ).first()
-        if existing is not None:
+        if _membership(session, case.id, person.id, role) is not None:
             return False
         session.add(CaseMember(case_id=case.id, stakeholder_id=person.id, role=role, added_at=now))
         append_audit(
@@ -196,13 +201,7 @@ def remove_member(reference: str, key: str, role: Role, *, actor: str, now: date
     """Take a role on a case away from a stakeholder; False if they did not hold it."""
     with unit_of_work() as session:
         case, person = _case_and_person(session, reference, key)
-        existing = session.exec(
-            select(CaseMember).where(
-                CaseMember.case_id == case.id,
-                CaseMember.stakeholder_id == person.id,
-                CaseMember.role == role,
-            )
-        ).first()
+        existing = _membership(session, case.id, person.id, role)
         if existing is None:
             return False
         session.delete(existing)

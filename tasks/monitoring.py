@@ -42,6 +42,7 @@ from tasks.audit import append_audit
 from tasks.cases import get_case
 from tasks.context import current_policy, current_routing
 from tasks.db import read_only, unit_of_work
+from tasks.decisions import request_context
 from tasks.directory import members_of
 from tasks.steps import CLOSED_MILESTONES, milestone_notice, move
 
@@ -246,16 +247,7 @@ def _act(session: Session, case: RemediationCase, item: DueItem, now: datetime) 
     request = session.get(DecisionRequest, item.request_id)
     if request is None or request.status != DecisionRequestStatus.WAITING:
         return False
-    context = {
-        "case_ref": case.reference,
-        "step": request.step,
-        "kind": request.kind.value,
-        "round": request.round,
-        "due_at": request.due_at.isoformat() if request.due_at else None,
-        "flow_run_id": str(request.flow_run_id) if request.flow_run_id else None,
-        "request_id": str(request.id),
-        "level": item.level,
-    }
+    context = {**request_context(case, request), "level": item.level}
     if item.threshold == "decision-reminder":
         links = session.exec(
             select(ApprovalLink).where(
