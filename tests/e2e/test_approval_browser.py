@@ -1,8 +1,8 @@
 """One full approval on the approval page in a real browser (headless system Chromium).
 
 The lead opens the link from their message, chooses the outcome, types their key and submits;
-the decision is recorded in the case store and the case moves on. The filled form is saved as
-docs/approval-page.png for the README.
+the decision is recorded in the case store and the case moves on. The filled form is saved
+as a screenshot; with REMEDY_UPDATE_SCREENSHOTS=1 it replaces docs/approval-page.png (README).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-SCREENSHOT = ROOT / "docs" / "approval-page.png"
+README_SCREENSHOT = ROOT / "docs" / "approval-page.png"
 
 
 def test_one_full_approval_in_a_real_browser(
@@ -68,8 +68,10 @@ def test_one_full_approval_in_a_real_browser(
 
             tab.select_option("select[name=outcome]", "accepted")
             tab.fill("input[name=stakeholder_key]", LEAD)
-            SCREENSHOT.parent.mkdir(exist_ok=True)
-            tab.screenshot(path=str(SCREENSHOT), full_page=True)
+            update = os.environ.get("REMEDY_UPDATE_SCREENSHOTS") == "1"
+            shot = README_SCREENSHOT if update else tmp_path / "approval-page.png"
+            tab.screenshot(path=str(shot), full_page=True)
+            assert shot.stat().st_size > 10_000
 
             with (
                 tab.expect_request(lambda r: r.method == "POST") as posted,
