@@ -1,4 +1,4 @@
-"""`python -m bench [pipeline|waiting] [options]`: run the benchmarks (all, with modest defaults)."""
+"""`python -m bench [pipeline|waiting|outbox|monitoring] [options]`: run the benchmarks."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ QUICK_CASES = 50
 
 
 def _parser() -> argparse.ArgumentParser:
-    from bench import bench_pipeline, bench_waiting
+    from bench import bench_monitoring, bench_outbox, bench_pipeline, bench_waiting
 
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     sub = parser.add_subparsers(dest="bench")
@@ -23,6 +23,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     bench_waiting.add_arguments(
         sub.add_parser("waiting", help="many cases waiting for a decision at once")
+    )
+    bench_outbox.add_arguments(
+        sub.add_parser("outbox", help="drain the outbox, against a bare apprise loop")
+    )
+    bench_monitoring.add_arguments(
+        sub.add_parser("monitoring", help="the monitoring sweep over 10,000 cases")
     )
     return parser
 
@@ -37,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     from flows.stack import QUIET_PREFECT
 
     os.environ.update(QUIET_PREFECT)
-    from bench import bench_pipeline, bench_waiting
+    from bench import bench_monitoring, bench_outbox, bench_pipeline, bench_waiting
     from bench.common import say, stop_on_sigterm
 
     stop_on_sigterm()
@@ -48,9 +54,15 @@ def main(argv: list[str] | None = None) -> int:
             return bench_pipeline.run(args)
         if args.bench == "waiting":
             return bench_waiting.run(args)
-        say("all benchmarks, modest defaults (python -m bench pipeline|waiting for options)")
+        if args.bench == "outbox":
+            return bench_outbox.run(args)
+        if args.bench == "monitoring":
+            return bench_monitoring.run(args)
+        say("all benchmarks, modest defaults (python -m bench NAME --help for options)")
         code = bench_pipeline.run(parser.parse_args(["pipeline"]))
         code |= bench_waiting.run(parser.parse_args(["waiting", "--cases", str(QUICK_CASES)]))
+        code |= bench_outbox.run(parser.parse_args(["outbox"]))
+        code |= bench_monitoring.run(parser.parse_args(["monitoring"]))
         return code
     except KeyboardInterrupt:
         say("interrupted; everything started was stopped")

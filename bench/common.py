@@ -240,6 +240,23 @@ def talking_to(stack: LocalStack) -> Iterator[None]:
         yield
 
 
+def settle_runner(stack: LocalStack, timeout: float = 60) -> bool:
+    """Wait until the runner has no flow process left; tell whether it got there.
+
+    A flow process spends ~1 s exiting after its run is final or suspended; stopping the runner
+    then makes it cancel that run, which would leave noise in the logs.
+    """
+    proc = stack.processes.get("runner")
+    if proc is None:
+        return True
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not descendants(proc.pid):
+            return True
+        time.sleep(0.5)
+    return False
+
+
 # --- processes and memory, read from /proc ----------------------------------------------------
 
 
@@ -300,7 +317,9 @@ def cpu_seconds(pid: int) -> float:
 
 # --- logs --------------------------------------------------------------------------------------
 
-PROBLEM = re.compile(r"Traceback|\bERROR\b|\bCRITICAL\b|Crashed|crashed|Failed\(|database is locked")
+PROBLEM = re.compile(
+    r"Traceback|\bERROR\b|\bCRITICAL\b|Crashed|crashed|Failed\(|database is locked"
+)
 
 
 @dataclass
@@ -314,7 +333,7 @@ class LogProblems:
 
 def scan_log(path: Path, *, keep: int = 5) -> LogProblems:
     """Count lines of a log that name an error, a crash or a traceback."""
-    count, examples = 0, []
+    count, examples = 0, list[str]()
     if path.exists():
         with path.open(errors="replace") as fh:
             for line in fh:
