@@ -29,7 +29,7 @@ from tasks.monitoring_tasks import (
 def monitor_case(case_ref: str, items: list[DueItem], now: datetime) -> CaseCheck:
     """Act on one case's new thresholds, send the messages, refresh its plan's progress."""
     check = check_case_task(case_ref, items, now)
-    deliver_case_task(case_ref)
+    deliver_case_task(case_ref, now)
     publish_plan_progress_task(case_ref)
     return check
 

@@ -7,6 +7,7 @@ these wrappers supply them, and retry what touches the case store or the Prefect
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
 from prefect.runtime import flow_run
@@ -83,8 +84,9 @@ def _activate_plan(case_ref: str) -> int:
 submitted_input_task = remedy_task(submitted_input, name="recover-submission")
 
 
-def _deliver_case(case_ref: str) -> int:
-    return deliver_due(now=utcnow(), case_ref=case_ref).delivered
+def _deliver_case(case_ref: str, now: datetime | None = None) -> int:
+    # a sweep run for a chosen moment delivers what it wrote as of that moment
+    return deliver_due(now=max(now, utcnow()) if now else utcnow(), case_ref=case_ref).delivered
 
 
 def _deliver_all(limit: int = 2000) -> DeliveryReport:

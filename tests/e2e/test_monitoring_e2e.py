@@ -90,3 +90,42 @@ def test_a_scheduled_sweep_runs_on_the_real_server(live: E2E) -> None:
             wait_for(completed_scheduled_run, timeout=240, what="a scheduled sweep to complete")
         finally:
             client.delete_deployment_schedule(deployment.id, fast.id)
+
+
+def test_a_sweep_for_a_later_moment_sends_its_reminders_to_the_mail_server(
+    live: E2E, examples: Path, tmp_path: Path
+) -> None:
+    """The flow as scheduled, with `now` a few days on: overdue and escalation e-mails arrive."""
+    from sqlmodel import col, select
+
+    from flows.monitor_milestones import monitor_milestones
+    from models.tables import PlanAction, RemediationCase
+    from tasks.db import read_only
+
+    ref = open_case(examples, tmp_path)
+    ScriptedStakeholders().drive(ref, until=CaseState.IMPLEMENTING, timeout=300)
+    with read_only() as session:
+        case = session.exec(select(RemediationCase).where(RemediationCase.reference == ref)).one()
+        first_due = session.exec(
+            select(col(PlanAction.due_on))
+            .where(PlanAction.case_id == case.id)
+            .order_by(col(PlanAction.due_on))
+        ).first()
+    assert first_due is not None
+    from datetime import UTC, datetime
+
+    later = datetime(first_due.year, first_due.month, first_due.day, 9, tzinfo=UTC)
+    seen = len(live.mail.messages)
+    summary = monitor_milestones(now=later + timedelta(days=4))
+    assert summary["reminders_sent"] > 0
+
+    def reminders() -> list[str]:
+        keys = [
+            str(m["X-Remedy-Key"]) for m in live.mail.messages[seen:] if ref in str(m["Subject"])
+        ]
+        return [k for k in keys if k.startswith(("overdue:", "escalated:"))]
+
+    found = wait_for(reminders, timeout=60, what="the sweep's e-mails")
+    assert any(k.startswith("escalated:") for k in found)
+    # the same moment again: nothing new
+    assert monitor_milestones(now=later + timedelta(days=4))["reminders_sent"] == 0
