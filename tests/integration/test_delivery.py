@@ -381,3 +381,30 @@ def test_chat_bodies_match_each_services_format(
         assert "P-0" not in call["body"] and "Kivu" not in call["body"]
     finally:
         receiver.stop()
+
+
+def test_chat_never_names_a_pseudonym_even_for_a_persons_milestone(
+    store: Store, chat: ChatReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlmodel import select
+
+    from models.tables import PlanAction, Stakeholder
+    from tasks.db import unit_of_work
+    from tasks.steps import activate_plan
+    from tests.integration.factories import to_implementing
+
+    monkeypatch.delenv("REMEDY_SMTP_URL", raising=False)
+    settings_changed()
+    case = to_implementing(Clock())
+    with unit_of_work() as session:  # the lead, who has a chat webhook, owns P-01's check-up
+        lead = session.exec(select(Stakeholder).where(Stakeholder.key == "lena.lead")).one()
+        action = session.exec(
+            select(PlanAction).where(PlanAction.key == "medical-check-p-01")
+        ).one()
+        action.owner_id = lead.id
+        session.add(action)
+    activate_plan(case.ref, now=case.clock.tick())
+    deliver(case.clock.tick())
+    bodies = [r["body"] for r in chat.delivered()]
+    assert any("medical" in b.lower() or "milestone" in b.lower() for b in bodies)
+    assert all("P-0" not in b for b in bodies)
