@@ -38,7 +38,7 @@ def ask(
     """Return the decision of this kind for the step, waiting for it if it is not taken yet."""
     logger = get_run_logger()
     while True:
-        pending = prepare_decision_task(ctx.case_ref, kind, scope or ctx.scope, exclude)
+        pending = prepare_decision_task(ctx.case_ref, kind, scope or ctx.scope, exclude, ctx.step)
         if pending.decision is not None:
             return pending.decision
         result = record_decision_task(pending.request_id, _submission(ctx, pending))

@@ -7,14 +7,17 @@ import json
 import sys
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from cyclopts import App, CycloptsError, Parameter
 from rich.console import Console
 from rich.table import Table
 
 from flows.report_cli import register as register_reports
-from models.enums import CaseStatus, ConsentPurpose, MilestoneStatus, Role
+from models.enums import CaseStatus, ConsentMethod, ConsentPurpose, MilestoneStatus, Role
+
+if TYPE_CHECKING:
+    from tasks.controls import ControlResult
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -29,6 +32,8 @@ directory_app = App(name="directory", help="Organisations and stakeholders.")
 members_app = App(name="members", help="Who plays which role on a case.")
 milestone_app = App(name="milestone", help="Progress on a plan's milestones.")
 consent_app = App(name="consent", help="Consent of affected persons.")
+case_app = App(name="case", help="Close a case early or reopen a closed one.")
+plan_app = App(name="plan", help="A case's action plan.")
 notifications_app = App(name="notifications", help="The outbox, its templates and delivery.")
 for sub in (
     db_app,
@@ -38,6 +43,8 @@ for sub in (
     members_app,
     milestone_app,
     consent_app,
+    case_app,
+    plan_app,
     notifications_app,
 ):
     app.command(sub)
@@ -374,6 +381,23 @@ def _hand_over(reference: str) -> None:
         err.print(f"Started {started} for {reference}.")
 
 
+def _settle(result: ControlResult) -> None:
+    """After a control: cancel the runs left waiting on cancelled decisions, start the new step."""
+    import os
+
+    if result.stale_runs and os.environ.get("PREFECT_API_URL"):
+        from tasks.orchestration import cancel_waiting_runs
+
+        try:
+            n = cancel_waiting_runs(result.stale_runs, why=f"{result.case_ref} left the step")
+        except Exception as exc:  # the store is right either way; a resumed stale run ends idle
+            err.print(f"Could not cancel the runs that waited ({type(exc).__name__}).")
+        else:
+            err.print(f"Cancelled {n} run(s) that waited on decisions no longer needed.")
+    if result.moved:
+        _hand_over(result.case_ref)
+
+
 @consent_app.command(name="withdraw")
 def consent_withdraw(
     reference: str,
@@ -384,15 +408,120 @@ def consent_withdraw(
 ) -> int:
     """Record a person's withdrawn consent: messages mentioning them stop; the case holds."""
     from tasks.context import utcnow
-    from tasks.steps import ConsentError, withdraw_consent
+    from tasks.controls import ControlError, withdraw_consent
 
     try:
-        state = withdraw_consent(reference, pseudonym, purpose=purpose, by=by, now=utcnow())
-    except ConsentError as exc:
+        result = withdraw_consent(reference, pseudonym, purpose=purpose, by=by, now=utcnow())
+    except ControlError as exc:
         return _fail(str(exc))
     out.print(
-        f"{reference} {pseudonym}: consent for {purpose.value} withdrawn; case {state.value}."
+        f"{reference} {pseudonym}: consent for {purpose.value} withdrawn; "
+        f"case {result.state.value}."
     )
+    _settle(result.model_copy(update={"moved": False}))  # a held case starts no step
+    return EXIT_OK
+
+
+@consent_app.command(name="renew")
+def consent_renew(
+    reference: str,
+    pseudonym: str,
+    *,
+    purpose: ConsentPurpose = ConsentPurpose.CASE_HANDLING,
+    method: ConsentMethod = ConsentMethod.VERBAL,
+    language: str | None = None,
+    interpreter: bool = False,
+    by: Annotated[
+        str, Parameter(help="Your stakeholder key (case lead or victim representative).")
+    ],
+) -> int:
+    """Record a person's renewed consent; a held case resumes its step (asked afresh)."""
+    from tasks.context import utcnow
+    from tasks.controls import ControlError, renew_consent
+
+    try:
+        result = renew_consent(
+            reference,
+            pseudonym,
+            purpose=purpose,
+            by=by,
+            method=method,
+            language=language,
+            interpreter_used=interpreter,
+            now=utcnow(),
+        )
+    except ControlError as exc:
+        return _fail(str(exc))
+    out.print(
+        f"{reference} {pseudonym}: consent for {purpose.value} renewed; case {result.state.value}."
+    )
+    _settle(result)
+    return EXIT_OK
+
+
+@case_app.command(name="close")
+def case_close(
+    reference: str,
+    *,
+    reason: str,
+    by: Annotated[
+        str, Parameter(help="Your stakeholder key (senior approver; or case lead of a held case).")
+    ],
+) -> int:
+    """Send a case to closure before its plan is done (unresolved, or after a withdrawal)."""
+    from tasks.context import utcnow
+    from tasks.controls import ControlError, close_early
+
+    try:
+        result = close_early(reference, by=by, reason=reason, now=utcnow())
+    except ControlError as exc:
+        return _fail(str(exc))
+    out.print(f"{reference}: {result.state.value}; two approvers sign the closure in step 5.")
+    _settle(result)
+    return EXIT_OK
+
+
+@case_app.command(name="reopen")
+def case_reopen(
+    reference: str,
+    *,
+    to: Literal["verification", "remedy"],
+    reason: str,
+    by: Annotated[str, Parameter(help="Your stakeholder key (case lead or senior approver).")],
+) -> int:
+    """Reopen a closed case: to verification (new facts) or to plan design (remedy failed)."""
+    from tasks.context import utcnow
+    from tasks.controls import ControlError, reopen_case
+
+    try:
+        result = reopen_case(reference, to=to, by=by, reason=reason, now=utcnow())
+    except ControlError as exc:
+        return _fail(str(exc))
+    out.print(f"{reference}: reopened, {result.state.value}.")
+    _settle(result)
+    return EXIT_OK
+
+
+@plan_app.command(name="revise")
+def plan_revise(
+    reference: str,
+    *,
+    reason: str,
+    by: Annotated[str, Parameter(help="Your stakeholder key (the case lead).")],
+    agreed_by: Annotated[
+        str, Parameter(help="The victim representative who agreed to the revision.")
+    ],
+) -> int:
+    """Take a plan under way back to design; step 3 drafts its next version."""
+    from tasks.context import utcnow
+    from tasks.controls import ControlError, revise_plan
+
+    try:
+        result = revise_plan(reference, by=by, agreed_by=agreed_by, reason=reason, now=utcnow())
+    except ControlError as exc:
+        return _fail(str(exc))
+    out.print(f"{reference}: {result.state.value}; the plan's next version is drafted in step 3.")
+    _settle(result)
     return EXIT_OK
 
 
@@ -602,6 +731,8 @@ def decide(
         if current.status == DecisionRequestStatus.SUPERSEDED:
             reason = refusal_reason(request.id) or "see the audit chain"
             return _fail(f"Refused: {reason}. The step asks again.")
+        if current.status == DecisionRequestStatus.CANCELLED:
+            return _fail("The decision is no longer needed: the case left its step.")
         time.sleep(1.0)
     out.print("The step has not checked the submission yet; see `remedy show`.")
     return EXIT_OK

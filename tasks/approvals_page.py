@@ -280,6 +280,12 @@ def _not_waiting(request: DecisionRequest, newer_round: int | None) -> LinkRefus
     if request.status == DecisionRequestStatus.DECIDED:
         title = "This decision was taken already"
         message = "The decision this link was made for has been taken; nothing is left to do."
+    elif request.status == DecisionRequestStatus.CANCELLED:
+        title = "This decision is no longer needed"
+        message = (
+            "The case left the step that asked for it (it was put on hold, closed early or "
+            "revised); nothing was changed. A new request reaches you if the step asks again."
+        )
     else:
         title = "A newer request replaced this one"
         message = "The request this link was made for is no longer waiting; nothing was changed."

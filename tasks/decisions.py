@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 from sqlmodel import Session, col, select
 
 from models.enums import (
+    CaseState,
     DecisionKind,
     DecisionRequestStatus,
     LinkPurpose,
@@ -51,6 +52,10 @@ CODE_LENGTH = 8
 
 class NoApproverError(RuntimeError):
     """Nobody on the case holds a role that may take this decision."""
+
+
+class StepLeftError(RuntimeError):
+    """The case left the step that asks: nothing is asked any more (a run caught in a race)."""
 
 
 class RefusedError(Exception):
@@ -377,8 +382,12 @@ def prepare_decision(
     flow_run_id: uuid.UUID | None,
     now: datetime,
     exclude_approvers: list[uuid.UUID] | None = None,
+    step: int | None = None,
 ) -> Pending:
-    """Return the waiting request for this decision (creating it once), or the decision taken."""
+    """Return the waiting request for this decision (creating it once), or the decision taken.
+
+    With `step`, a case that left that step (held, closed early, revised) is asked nothing.
+    """
     _registered()
     with unit_of_work() as session:
         case = get_case(session, case_ref, lock=True)
@@ -387,6 +396,10 @@ def prepare_decision(
             decision = _decision_of(session, request.id)
             if decision is not None:
                 return _pending(session, case, request, decision=_view(session, decision))
+        if step is not None and (case.step != step or case.state == CaseState.ON_HOLD):
+            raise StepLeftError(
+                f"{case_ref} is {case.state.value}: step {step} asks for nothing any more"
+            )
         if request is None or request.status != DecisionRequestStatus.WAITING:
             approvers = designated_approvers(
                 session, case.id, kind, exclude=set(exclude_approvers or [])
@@ -690,6 +703,39 @@ def _notify_decided(
             "approver": approver.key,
         },
     )
+
+
+def cancel_waiting(
+    session: Session, case: RemediationCase, *, now: datetime, actor: str, why: str
+) -> list[uuid.UUID]:
+    """Cancel a case's waiting requests (the case left their step by other means); audited.
+
+    Returns the runs that were waiting on them: they no longer carry anything and may be
+    cancelled in Prefect (a resumed one would find its step gone and end without effect).
+    """
+    waiting = session.exec(
+        select(DecisionRequest).where(
+            DecisionRequest.case_id == case.id,
+            DecisionRequest.status == DecisionRequestStatus.WAITING,
+        )
+    ).all()
+    runs: list[uuid.UUID] = []
+    for request in waiting:
+        request.status = DecisionRequestStatus.CANCELLED
+        session.add(request)
+        if request.flow_run_id is not None and request.flow_run_id not in runs:
+            runs.append(request.flow_run_id)
+        append_audit(
+            session,
+            chain=case.reference,
+            actor=actor,
+            action="decision.cancelled",
+            at=now,
+            subject_type="decision_request",
+            subject_id=str(request.id),
+            details={"kind": request.kind.value, "round": request.round, "why": why},
+        )
+    return runs
 
 
 def waiting_requests(case_ref: str) -> list[DecisionRequest]:

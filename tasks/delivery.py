@@ -27,9 +27,7 @@ from models.enums import (
 )
 from models.settings import get_settings
 from models.tables import (
-    AffectedPerson,
     ApprovalLink,
-    ConsentRecord,
     Notification,
     RemediationCase,
     Stakeholder,
@@ -37,6 +35,7 @@ from models.tables import (
 from notifications.delivery import DeliveryFailedError, chat_url, email_url, send
 from notifications.render import Rendered, message_format, render
 from tasks.audit import SYSTEM_CHAIN, append_audit
+from tasks.consent import withdrawn_people
 from tasks.db import is_postgres, read_only, unit_of_work
 from tasks.links import link_url
 from tasks.vault import get_vault
@@ -113,19 +112,10 @@ def _withdrawn(case_id: uuid.UUID | None, mentions: list[str]) -> bool:
     if not mentions or case_id is None:
         return False
     with read_only() as session:
-        rows = session.exec(
-            select(ConsentRecord.id)
-            .join(AffectedPerson, col(AffectedPerson.id) == col(ConsentRecord.person_id))
-            .where(
-                ConsentRecord.case_id == case_id,
-                col(AffectedPerson.pseudonym).in_(mentions),
-                col(ConsentRecord.withdrawn_at).is_not(None),
-                col(ConsentRecord.purpose).in_(
-                    [ConsentPurpose.CASE_HANDLING, ConsentPurpose.CONTACT]
-                ),
-            )
-        ).first()
-        return rows is not None
+        stopped = withdrawn_people(
+            session, case_id, [ConsentPurpose.CASE_HANDLING, ConsentPurpose.CONTACT]
+        )
+    return bool(stopped & set(mentions))
 
 
 def _secret(ref: str) -> str:

@@ -49,7 +49,11 @@ def _open_step(case_ref: str, step: Step) -> StepContext:
 
 
 def _prepare_decision(
-    case_ref: str, kind: DecisionKind, scope: str, exclude: list[uuid.UUID] | None = None
+    case_ref: str,
+    kind: DecisionKind,
+    scope: str,
+    exclude: list[uuid.UUID] | None = None,
+    step: Step | None = None,
 ) -> Pending:
     return prepare_decision(
         case_ref,
@@ -58,6 +62,7 @@ def _prepare_decision(
         flow_run_id=current_run_id(),
         now=utcnow(),
         exclude_approvers=exclude,
+        step=int(step) if step is not None else None,
     )
 
 

@@ -13,6 +13,7 @@ from prefect.events import emit_event
 from prefect.exceptions import ObjectNotFound
 from prefect.input.run_input import read_flow_run_input
 from prefect.settings import get_current_settings
+from prefect.states import Cancelled
 
 from models.enums import Step
 from tasks.steps import mark_handed_over, pending_handover
@@ -94,6 +95,26 @@ def submitted_input(flow_run_id: uuid.UUID, suspend_key: str) -> dict[str, Any] 
     except ObjectNotFound:
         return None
     return value if isinstance(value, dict) else None
+
+
+def cancel_waiting_runs(flow_run_ids: list[uuid.UUID], *, why: str) -> int:
+    """Cancel runs still suspended on decisions that were cancelled; return how many were.
+
+    A suspended run holds no process, so its state is set directly; runs that are running or
+    finished are left alone (a running one finds its step gone and ends by itself).
+    """
+    cancelled = 0
+    with get_client(sync_client=True) as client:
+        for flow_run_id in flow_run_ids:
+            try:
+                run = client.read_flow_run(flow_run_id)
+            except ObjectNotFound:
+                continue
+            if run.state is None or not run.state.is_paused():
+                continue
+            client.set_flow_run_state(flow_run_id, Cancelled(message=why), force=True)
+            cancelled += 1
+    return cancelled
 
 
 def emit_case_closed(case_ref: str) -> None:

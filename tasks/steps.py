@@ -47,7 +47,7 @@ from models.forms import (
     ScreeningForm,
     VerificationForm,
 )
-from models.lifecycle import CaseFacts, Transition, TransitionNotAllowed, apply, possible_events
+from models.lifecycle import CaseFacts, Transition, TransitionNotAllowed, apply
 from models.plan import ActionDraft, PersonFacts, PlanFacts, draft_actions, revise_actions
 from models.policy import (
     MilestoneSummary,
@@ -78,6 +78,7 @@ from models.tables import (
 from notifications.outbox import notify
 from tasks.audit import append_audit
 from tasks.cases import get_case
+from tasks.consent import withdrawn_people
 from tasks.context import current_plan_templates, current_policy, current_routing
 from tasks.db import read_only, unit_of_work
 from tasks.decisions import (
@@ -162,15 +163,7 @@ def facts_for(
         draft_actions_n = session.exec(
             select(func.count()).select_from(PlanAction).where(PlanAction.plan_id == draft.id)
         ).one()
-    withdrawn = session.exec(
-        select(func.count())
-        .select_from(ConsentRecord)
-        .where(
-            ConsentRecord.case_id == case.id,
-            ConsentRecord.purpose == ConsentPurpose.CASE_HANDLING,
-            col(ConsentRecord.withdrawn_at).is_not(None),
-        )
-    ).one()
+    withdrawn = withdrawn_people(session, case.id, [ConsentPurpose.CASE_HANDLING])
     summary = milestone_summary(session, case.id)
     facts: dict[str, Any] = {
         "safety_assessed": any(s.valid_until is None or s.valid_until > now for s in safety),
@@ -181,7 +174,7 @@ def facts_for(
         "involvement_assessed": case.involvement is not None,
         "severity_assessed": case.severity_is_final,
         "has_plan_actions": draft_actions_n > 0,
-        "consent_active": withdrawn == 0,
+        "consent_active": not withdrawn,
         "milestones_total": summary.total,
         "milestones_open": summary.open,
         "held_from": case.held_from,
@@ -655,16 +648,18 @@ def draft_plan(case_ref: str, *, now: datetime) -> int:
         carried: dict[str, PlanAction] = {}
         approved = current_plan(session, case.id, PlanStatus.APPROVED)
         if approved is not None:
-            # a revision keeps the open actions as they are and adds what the facts now call for
-            open_actions = session.exec(
-                select(PlanAction).where(
-                    PlanAction.plan_id == approved.id,
-                    col(PlanAction.status).not_in(CLOSED_MILESTONES),
-                )
+            # a revision keeps the open actions as they are and adds what the facts now call for;
+            # what was verified or waived stays settled in the plan it was settled in
+            actions = session.exec(
+                select(PlanAction).where(PlanAction.plan_id == approved.id)
             ).all()
+            open_actions = [a for a in actions if a.status not in CLOSED_MILESTONES]
+            settled = {a.key for a in actions if a.status != MilestoneStatus.CANCELLED} - {
+                a.key for a in open_actions
+            }
             carried = {a.key: a for a in open_actions}
             kept = [_draft_of(a, Role.CASE_LEAD) for a in open_actions]
-            drafts = kept + [d for d in drafts if d.key not in carried]
+            drafts = kept + [d for d in drafts if d.key not in carried and d.key not in settled]
         plan = _store_plan(session, case, drafts, version=(last or 0) + 1, now=now, carried=carried)
         append_audit(
             session,
@@ -1341,75 +1336,6 @@ INITIAL_DATA.update(
         DecisionKind.CLOSURE: _initial_closure,
     }
 )
-
-
-# --- consent -------------------------------------------------------------------------------------
-
-
-class ConsentError(Exception):
-    """A consent change names an unknown person or is not possible now."""
-
-
-def withdraw_consent(
-    case_ref: str,
-    pseudonym: str,
-    *,
-    purpose: ConsentPurpose,
-    by: str,
-    now: datetime,
-) -> CaseState:
-    """Record that a person withdrew consent for a purpose; for case handling the case holds.
-
-    Messages that mention the person are suppressed from now on (tasks.delivery checks).
-    """
-    with unit_of_work() as session:
-        case = get_case(session, case_ref, lock=True)
-        person = session.exec(
-            select(AffectedPerson).where(
-                AffectedPerson.case_id == case.id, AffectedPerson.pseudonym == pseudonym
-            )
-        ).first()
-        if person is None:
-            raise ConsentError(f"{case_ref} has no affected person {pseudonym}")
-        recorder = session.exec(select(Stakeholder).where(Stakeholder.key == by)).first()
-        records = session.exec(
-            select(ConsentRecord).where(
-                ConsentRecord.person_id == person.id,
-                ConsentRecord.purpose == purpose,
-                col(ConsentRecord.withdrawn_at).is_(None),
-            )
-        ).all()
-        if not records:
-            # withdrawn before it was ever recorded: keep the withdrawal itself on file
-            records = [
-                ConsentRecord(
-                    case_id=case.id,
-                    person_id=person.id,
-                    purpose=purpose,
-                    method=ConsentMethod.VERBAL,
-                    given_at=now,
-                    recorded_by_id=recorder.id if recorder else None,
-                )
-            ]
-        for record in records:
-            record.withdrawn_at = now
-            session.add(record)
-        session.flush()
-        append_audit(
-            session,
-            chain=case.reference,
-            actor=f"stakeholder:{by}",
-            action="consent.withdrawn",
-            at=now,
-            subject_type="affected_person",
-            subject_id=str(person.id),
-            details={"person": pseudonym, "purpose": purpose.value},
-        )
-        if purpose == ConsentPurpose.CASE_HANDLING and CaseEvent.CONSENT_WITHDRAWN in (
-            possible_events(case.state)
-        ):
-            move(session, case, CaseEvent.CONSENT_WITHDRAWN, now=now, actor=f"stakeholder:{by}")
-        return case.state
 
 
 # --- milestone due-date extensions ---------------------------------------------------------------

@@ -1,0 +1,36 @@
+"""Whose consent stands withdrawn: one rule for the lifecycle's guards and for delivery.
+
+A withdrawal stamps `withdrawn_at` on every record then active for that person and purpose; a
+renewal adds a new record. So a person's consent for a purpose is withdrawn while they have a
+withdrawn record and no active one for it (the history stays on file either way).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+
+from sqlmodel import Session, col, select
+
+from models.enums import ConsentPurpose
+from models.tables import AffectedPerson, ConsentRecord
+
+
+def withdrawn_people(
+    session: Session, case_id: uuid.UUID, purposes: Iterable[ConsentPurpose]
+) -> set[str]:
+    """Return the pseudonyms of the case's people whose consent for any of the purposes stands
+    withdrawn."""
+    rows = session.exec(
+        select(AffectedPerson.pseudonym, ConsentRecord.purpose, ConsentRecord.withdrawn_at)
+        .join(AffectedPerson, col(AffectedPerson.id) == col(ConsentRecord.person_id))
+        .where(
+            ConsentRecord.case_id == case_id,
+            col(ConsentRecord.purpose).in_(list(purposes)),
+        )
+    ).all()
+    withdrawn: set[tuple[str, str]] = set()
+    active: set[tuple[str, str]] = set()
+    for pseudonym, purpose, withdrawn_at in rows:
+        (active if withdrawn_at is None else withdrawn).add((pseudonym, purpose))
+    return {pseudonym for pseudonym, purpose in withdrawn - active}

@@ -1,0 +1,327 @@
+"""Case controls: the lifecycle's roads that no step decision takes.
+
+A victim withdraws consent (the case holds) or renews it (the case resumes where it was held);
+the case lead and the victim representative revise a plan under way; management closes a case
+early, unresolved or after a withdrawal; a closed case is reopened. Each is one unit of work: the
+transition, the consent records, the audit events and the cancelled requests of the step left
+behind. The caller then starts the step the case is in now (`tasks.orchestration.hand_over`) and
+cancels the runs that were waiting on those requests; if it cannot reach Prefect, the monitoring
+sweep starts the step and a resumed stale run ends without effect.
+
+Re-entering a step (after a hold, a revision or a reopening) is a new entry: its decisions are
+asked again, since circumstances changed in between. Reasons are stored, never shown in messages.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel
+from sqlmodel import Session, col, select
+
+from models.enums import (
+    CaseEvent,
+    CaseState,
+    ConsentMethod,
+    ConsentPurpose,
+    Role,
+)
+from models.lifecycle import RESUMABLE_STATES, TransitionNotAllowed, possible_events
+from models.tables import (
+    AffectedPerson,
+    CaseMember,
+    ConsentRecord,
+    RemediationCase,
+    Stakeholder,
+)
+from tasks.audit import append_audit
+from tasks.cases import get_case
+from tasks.consent import withdrawn_people
+from tasks.db import unit_of_work
+from tasks.decisions import cancel_waiting
+from tasks.steps import move
+
+REASON_LIMIT = 2000
+
+
+class ControlError(Exception):
+    """A control is not allowed now or not by this person; the message says why."""
+
+
+class ControlResult(BaseModel):
+    """Where the case is now, and the runs left waiting on decisions that were cancelled."""
+
+    case_ref: str
+    state: CaseState
+    moved: bool
+    stale_runs: list[uuid.UUID] = []
+
+
+def _person(
+    session: Session, case: RemediationCase, key: str, roles: tuple[Role, ...], what: str
+) -> Stakeholder:
+    """Return the active stakeholder `key` if they hold one of `roles` on the case."""
+    person = session.exec(select(Stakeholder).where(Stakeholder.key == key)).first()
+    if person is None or not person.active:
+        raise ControlError(f"there is no active stakeholder {key}")
+    held = session.exec(
+        select(CaseMember.id).where(
+            CaseMember.case_id == case.id,
+            CaseMember.stakeholder_id == person.id,
+            col(CaseMember.role).in_(roles),
+        )
+    ).first()
+    if held is None:
+        names = " or ".join(r.value.replace("_", " ") for r in roles)
+        raise ControlError(f"only the case's {names} {what}; {key} is neither on {case.reference}")
+    return person
+
+
+def _reason(reason: str, what: str) -> str:
+    text = reason.strip()
+    if not text:
+        raise ControlError(f"{what} needs a reason (--reason)")
+    if len(text) > REASON_LIMIT:
+        raise ControlError(f"the reason is over the limit of {REASON_LIMIT} characters")
+    return text
+
+
+def _move(
+    session: Session,
+    case: RemediationCase,
+    event: CaseEvent,
+    *,
+    now: datetime,
+    by: str,
+    why: str,
+    **facts: object,
+) -> list[uuid.UUID]:
+    """Leave the current step by `event`: cancel what waits in it, then move (or explain)."""
+    if event not in possible_events(case.state):
+        raise ControlError(f"{case.reference} is {case.state.value}: it cannot be {why} now")
+    actor = f"stakeholder:{by}"
+    stale = cancel_waiting(session, case, now=now, actor=actor, why=why)
+    try:
+        move(session, case, event, now=now, actor=actor, **facts)
+    except TransitionNotAllowed as exc:
+        raise ControlError(exc.reason) from None
+    return stale
+
+
+def _audit(
+    session: Session, case: RemediationCase, by: str, action: str, now: datetime, **details: object
+) -> None:
+    append_audit(
+        session,
+        chain=case.reference,
+        actor=f"stakeholder:{by}",
+        action=action,
+        at=now,
+        subject_type="case",
+        subject_id=str(case.id),
+        details=details,
+    )
+
+
+def _affected(session: Session, case: RemediationCase, pseudonym: str) -> AffectedPerson:
+    person = session.exec(
+        select(AffectedPerson).where(
+            AffectedPerson.case_id == case.id, AffectedPerson.pseudonym == pseudonym
+        )
+    ).first()
+    if person is None:
+        raise ControlError(f"{case.reference} has no affected person {pseudonym}")
+    return person
+
+
+def withdraw_consent(
+    case_ref: str, pseudonym: str, *, purpose: ConsentPurpose, by: str, now: datetime
+) -> ControlResult:
+    """Record that a person withdrew consent for a purpose; for case handling the case holds.
+
+    Withdrawal is the person's right: whoever records it, it is recorded. Messages that mention
+    the person are suppressed from now on (tasks.delivery checks); the held step's waiting
+    decisions are cancelled, so nobody is asked or reminded while the case holds.
+    """
+    with unit_of_work() as session:
+        case = get_case(session, case_ref, lock=True)
+        person = _affected(session, case, pseudonym)
+        recorder = session.exec(select(Stakeholder).where(Stakeholder.key == by)).first()
+        records = session.exec(
+            select(ConsentRecord).where(
+                ConsentRecord.person_id == person.id,
+                ConsentRecord.purpose == purpose,
+                col(ConsentRecord.withdrawn_at).is_(None),
+            )
+        ).all()
+        if not records:
+            # withdrawn before it was ever recorded: keep the withdrawal itself on file
+            records = [
+                ConsentRecord(
+                    case_id=case.id,
+                    person_id=person.id,
+                    purpose=purpose,
+                    method=ConsentMethod.VERBAL,
+                    given_at=now,
+                    recorded_by_id=recorder.id if recorder else None,
+                )
+            ]
+        for record in records:
+            record.withdrawn_at = now
+            session.add(record)
+        session.flush()
+        append_audit(
+            session,
+            chain=case.reference,
+            actor=f"stakeholder:{by}",
+            action="consent.withdrawn",
+            at=now,
+            subject_type="affected_person",
+            subject_id=str(person.id),
+            details={"person": pseudonym, "purpose": purpose.value},
+        )
+        stale: list[uuid.UUID] = []
+        moved = purpose == ConsentPurpose.CASE_HANDLING and case.state in RESUMABLE_STATES
+        if moved:
+            stale = _move(
+                session, case, CaseEvent.CONSENT_WITHDRAWN, now=now, by=by, why="put on hold"
+            )
+        return ControlResult(case_ref=case_ref, state=case.state, moved=moved, stale_runs=stale)
+
+
+def renew_consent(
+    case_ref: str,
+    pseudonym: str,
+    *,
+    purpose: ConsentPurpose,
+    by: str,
+    method: ConsentMethod,
+    now: datetime,
+    language: str | None = None,
+    interpreter_used: bool = False,
+) -> ControlResult:
+    """Record a person's renewed consent; a held case resumes once nobody's stands withdrawn.
+
+    The case lead or the victim representative records it. The held step starts a new entry:
+    its decisions are asked again (the safety assessment first of all).
+    """
+    with unit_of_work() as session:
+        case = get_case(session, case_ref, lock=True)
+        person = _affected(session, case, pseudonym)
+        roles = (Role.CASE_LEAD, Role.VICTIM_REPRESENTATIVE)
+        recorder = _person(session, case, by, roles, "record renewed consent")
+        if pseudonym not in withdrawn_people(session, case.id, [purpose]):
+            raise ControlError(f"{pseudonym}'s consent for {purpose.value} is not withdrawn")
+        session.add(
+            ConsentRecord(
+                case_id=case.id,
+                person_id=person.id,
+                purpose=purpose,
+                method=method,
+                language=language,
+                interpreter_used=interpreter_used,
+                given_at=now,
+                recorded_by_id=recorder.id,
+            )
+        )
+        session.flush()
+        append_audit(
+            session,
+            chain=case.reference,
+            actor=f"stakeholder:{by}",
+            action="consent.renewed",
+            at=now,
+            subject_type="affected_person",
+            subject_id=str(person.id),
+            details={"person": pseudonym, "purpose": purpose.value, "method": method.value},
+        )
+        moved = case.state == CaseState.ON_HOLD and not withdrawn_people(
+            session, case.id, [ConsentPurpose.CASE_HANDLING]
+        )
+        stale: list[uuid.UUID] = []
+        if moved:
+            # anything a run asked for while the hold was being recorded belongs to the old entry
+            stale = _move(session, case, CaseEvent.CONSENT_RENEWED, now=now, by=by, why="resumed")
+        return ControlResult(case_ref=case_ref, state=case.state, moved=moved, stale_runs=stale)
+
+
+def close_early(case_ref: str, *, by: str, reason: str, now: datetime) -> ControlResult:
+    """Send a case to closure before its plan is done: unresolved, or after consent was withdrawn.
+
+    Closing a working case unresolved is management's call (the case's senior approver); a held
+    case may be sent to closure by its case lead too. Closure itself stays four-eyes (step 5).
+    """
+    with unit_of_work() as session:
+        case = get_case(session, case_ref, lock=True)
+        text = _reason(reason, "closing a case early")
+        if case.state == CaseState.ON_HOLD:
+            roles: tuple[Role, ...] = (Role.CASE_LEAD, Role.SENIOR_APPROVER)
+            _person(session, case, by, roles, "send a held case to closure")
+            event, facts = CaseEvent.CLOSE_ON_WITHDRAWAL, {}
+        else:
+            _person(session, case, by, (Role.SENIOR_APPROVER,), "authorise an unresolved closure")
+            event, facts = CaseEvent.CLOSE_UNRESOLVED, {"unresolved_authorised": True}
+        stale = _move(session, case, event, now=now, by=by, why="closed early", **facts)
+        _audit(session, case, by, "case.closure_requested", now, event=event.value, reason=text)
+        return ControlResult(case_ref=case_ref, state=case.state, moved=True, stale_runs=stale)
+
+
+def revise_plan(
+    case_ref: str, *, by: str, agreed_by: str, reason: str, now: datetime
+) -> ControlResult:
+    """Take a plan under way back to design: the case lead asks, the victim representative agrees.
+
+    Step 3 drafts the next version from the approved plan (open actions kept, new ones added);
+    its agreement and budget are asked again; the old plan stays in force until the new one is
+    approved, and the monitoring sweep leaves its milestones alone meanwhile.
+    """
+    with unit_of_work() as session:
+        case = get_case(session, case_ref, lock=True)
+        text = _reason(reason, "revising a plan")
+        _person(session, case, by, (Role.CASE_LEAD,), "ask for a plan revision")
+        _person(session, case, agreed_by, (Role.VICTIM_REPRESENTATIVE,), "agree to a plan revision")
+        stale = _move(
+            session,
+            case,
+            CaseEvent.PLAN_REVISION_REQUESTED,
+            now=now,
+            by=by,
+            why="revised",
+            revision_agreed=True,
+        )
+        _audit(session, case, by, "plan.revision_requested", now, agreed_by=agreed_by, reason=text)
+        return ControlResult(case_ref=case_ref, state=case.state, moved=True, stale_runs=stale)
+
+
+def reopen_case(
+    case_ref: str,
+    *,
+    to: Literal["verification", "remedy"],
+    by: str,
+    reason: str,
+    now: datetime,
+) -> ControlResult:
+    """Reopen a closed case: back to verification (new facts) or to plan design (remedy failed).
+
+    The case lead or the senior approver reopens it; a remedy can be reopened only for a case
+    that once had an approved plan.
+    """
+    with unit_of_work() as session:
+        case = get_case(session, case_ref, lock=True)
+        text = _reason(reason, "reopening a case")
+        roles = (Role.CASE_LEAD, Role.SENIOR_APPROVER)
+        _person(session, case, by, roles, "reopen a case")
+        event = (
+            CaseEvent.REOPEN_FOR_VERIFICATION
+            if to == "verification"
+            else CaseEvent.REOPEN_FOR_REMEDY
+        )
+        stale = _move(session, case, event, now=now, by=by, why="reopened", reopen_reason=text)
+        case.closed_at = None
+        if to == "verification":
+            case.closure_type = None
+        session.add(case)
+        _audit(session, case, by, "case.reopened", now, to=to, reason=text)
+        return ControlResult(case_ref=case_ref, state=case.state, moved=True, stale_runs=stale)
