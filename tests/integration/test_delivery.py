@@ -20,14 +20,22 @@ import pytest
 from flows.catchers import ChatReceiver, MailCatcher
 from flows.stack import free_port
 from models.enums import (
+    ConsentMethod,
     ConsentPurpose,
     DecisionKind,
     NotificationChannel,
     NotificationStatus,
+    Step,
 )
 from models.tables import Notification
 from tests.conftest import ROOT, Store
-from tests.integration.factories import Clock, rows, script, start_sample_case
+from tests.integration.factories import (
+    Clock,
+    rows,
+    script,
+    start_sample_case,
+    to_implementing,
+)
 
 PASSWORD = "s3cret-smtp-pass"
 
@@ -226,7 +234,7 @@ def test_delivery_gives_up_after_the_last_attempt(
 def test_withdrawn_consent_suppresses_messages_that_mention_the_person(
     store: Store, mail: MailCatcher
 ) -> None:
-    from tasks.steps import withdraw_consent
+    from tasks.controls import withdraw_consent
 
     settings_changed()
     clock = Clock()
@@ -241,6 +249,36 @@ def test_withdrawn_consent_suppresses_messages_that_mention_the_person(
     assert not [m for m in mail.messages if "opened" in str(m["Subject"]).lower()]
     assert case.case().state.value == "on_hold"
     assert all("sealed" not in n.context for n in opened)
+
+
+def test_renewed_consent_lets_new_messages_about_the_person_through(
+    store: Store, mail: MailCatcher
+) -> None:
+    from tasks.controls import renew_consent, withdraw_consent
+    from tasks.steps import activate_plan
+
+    settings_changed()
+    clock = Clock()
+    case = to_implementing(clock)
+    withdraw_consent(
+        case.ref, "P-02", purpose=ConsentPurpose.CASE_HANDLING, by="lena.lead", now=clock.tick()
+    )
+    renew_consent(
+        case.ref,
+        "P-02",
+        purpose=ConsentPurpose.CASE_HANDLING,
+        by="grace.advocate",
+        method=ConsentMethod.WRITTEN,
+        now=clock.tick(),
+    )
+    assert case.case().state.value == "implementing"
+    case.enter(Step.IMPLEMENT)
+    activate_plan(case.ref, now=clock.tick())
+    deliver(clock.tick())
+    about_p02 = [
+        n for n in rows(Notification) if n.event == "milestone_assigned" and "P-02" in n.mentions
+    ]
+    assert about_p02 and all(n.status == NotificationStatus.DELIVERED for n in about_p02)
 
 
 @pytest.mark.parametrize("store", ["sqlite"], indirect=True)  # one backend is enough here
