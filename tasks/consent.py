@@ -19,8 +19,7 @@ from models.tables import AffectedPerson, ConsentRecord
 def withdrawn_people(
     session: Session, case_id: uuid.UUID, purposes: Iterable[ConsentPurpose]
 ) -> set[str]:
-    """Return the pseudonyms of the case's people whose consent for any of the purposes stands
-    withdrawn."""
+    """Return the pseudonyms whose consent for any of the purposes stands withdrawn."""
     rows = session.exec(
         select(AffectedPerson.pseudonym, ConsentRecord.purpose, ConsentRecord.withdrawn_at)
         .join(AffectedPerson, col(AffectedPerson.id) == col(ConsentRecord.person_id))

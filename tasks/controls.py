@@ -75,7 +75,9 @@ def _person(
     ).first()
     if held is None:
         names = " or ".join(r.value.replace("_", " ") for r in roles)
-        raise ControlError(f"only the case's {names} {what}; {key} is neither on {case.reference}")
+        raise ControlError(
+            f"only the case's {names} may {what}; {key} is not on {case.reference} in that role"
+        )
     return person
 
 
