@@ -5,6 +5,7 @@ from __future__ import annotations
 import getpass
 import json
 import sys
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
@@ -398,6 +399,19 @@ def _settle(result: ControlResult) -> None:
         _hand_over(result.case_ref)
 
 
+def _control(call: Callable[[], ControlResult], said: Callable[[ControlResult], str]) -> int:
+    """Run a case control, say where the case is now, then settle Prefect's side of it."""
+    from tasks.controls import ControlError
+
+    try:
+        result = call()
+    except ControlError as exc:
+        return _fail(str(exc))
+    out.print(said(result))
+    _settle(result)
+    return EXIT_OK
+
+
 @consent_app.command(name="withdraw")
 def consent_withdraw(
     reference: str,
@@ -408,18 +422,18 @@ def consent_withdraw(
 ) -> int:
     """Record a person's withdrawn consent: messages mentioning them stop; the case holds."""
     from tasks.context import utcnow
-    from tasks.controls import ControlError, withdraw_consent
+    from tasks.controls import withdraw_consent
 
-    try:
+    def call() -> ControlResult:
         result = withdraw_consent(reference, pseudonym, purpose=purpose, by=by, now=utcnow())
-    except ControlError as exc:
-        return _fail(str(exc))
-    out.print(
-        f"{reference} {pseudonym}: consent for {purpose.value} withdrawn; "
-        f"case {result.state.value}."
+        return result.model_copy(update={"moved": False})  # a held case starts no step
+
+    return _control(
+        call,
+        lambda r: (
+            f"{reference} {pseudonym}: consent for {purpose.value} withdrawn; case {r.state.value}."
+        ),
     )
-    _settle(result.model_copy(update={"moved": False}))  # a held case starts no step
-    return EXIT_OK
 
 
 @consent_app.command(name="renew")
@@ -437,10 +451,10 @@ def consent_renew(
 ) -> int:
     """Record a person's renewed consent; a held case resumes its step (asked afresh)."""
     from tasks.context import utcnow
-    from tasks.controls import ControlError, renew_consent
+    from tasks.controls import renew_consent
 
-    try:
-        result = renew_consent(
+    return _control(
+        lambda: renew_consent(
             reference,
             pseudonym,
             purpose=purpose,
@@ -449,14 +463,11 @@ def consent_renew(
             language=language,
             interpreter_used=interpreter,
             now=utcnow(),
-        )
-    except ControlError as exc:
-        return _fail(str(exc))
-    out.print(
-        f"{reference} {pseudonym}: consent for {purpose.value} renewed; case {result.state.value}."
+        ),
+        lambda r: (
+            f"{reference} {pseudonym}: consent for {purpose.value} renewed; case {r.state.value}."
+        ),
     )
-    _settle(result)
-    return EXIT_OK
 
 
 @case_app.command(name="close")
@@ -470,15 +481,12 @@ def case_close(
 ) -> int:
     """Send a case to closure before its plan is done (unresolved, or after a withdrawal)."""
     from tasks.context import utcnow
-    from tasks.controls import ControlError, close_early
+    from tasks.controls import close_early
 
-    try:
-        result = close_early(reference, by=by, reason=reason, now=utcnow())
-    except ControlError as exc:
-        return _fail(str(exc))
-    out.print(f"{reference}: {result.state.value}; two approvers sign the closure in step 5.")
-    _settle(result)
-    return EXIT_OK
+    return _control(
+        lambda: close_early(reference, by=by, reason=reason, now=utcnow()),
+        lambda r: f"{reference}: {r.state.value}; two approvers sign the closure in step 5.",
+    )
 
 
 @case_app.command(name="reopen")
@@ -491,15 +499,12 @@ def case_reopen(
 ) -> int:
     """Reopen a closed case: to verification (new facts) or to plan design (remedy failed)."""
     from tasks.context import utcnow
-    from tasks.controls import ControlError, reopen_case
+    from tasks.controls import reopen_case
 
-    try:
-        result = reopen_case(reference, to=to, by=by, reason=reason, now=utcnow())
-    except ControlError as exc:
-        return _fail(str(exc))
-    out.print(f"{reference}: reopened, {result.state.value}.")
-    _settle(result)
-    return EXIT_OK
+    return _control(
+        lambda: reopen_case(reference, to=to, by=by, reason=reason, now=utcnow()),
+        lambda r: f"{reference}: reopened, {r.state.value}.",
+    )
 
 
 @plan_app.command(name="revise")
@@ -514,15 +519,12 @@ def plan_revise(
 ) -> int:
     """Take a plan under way back to design; step 3 drafts its next version."""
     from tasks.context import utcnow
-    from tasks.controls import ControlError, revise_plan
+    from tasks.controls import revise_plan
 
-    try:
-        result = revise_plan(reference, by=by, agreed_by=agreed_by, reason=reason, now=utcnow())
-    except ControlError as exc:
-        return _fail(str(exc))
-    out.print(f"{reference}: {result.state.value}; the plan's next version is drafted in step 3.")
-    _settle(result)
-    return EXIT_OK
+    return _control(
+        lambda: revise_plan(reference, by=by, agreed_by=agreed_by, reason=reason, now=utcnow()),
+        lambda r: f"{reference}: {r.state.value}; the plan's next version is drafted in step 3.",
+    )
 
 
 @notifications_app.command(name="deliver")
