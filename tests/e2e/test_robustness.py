@@ -95,12 +95,18 @@ def start_again(flow: str, reference: str) -> uuid.UUID:
 
 
 def wait_final(run_id: uuid.UUID, timeout: float = 120.0) -> str:
+    seen: list[str] = []
+
     def final() -> str | None:
         with get_client(sync_client=True) as client:
             state = client.read_flow_run(run_id).state
+        seen.append(f"{state.type.value}/{state.name}" if state is not None else "none")
         return state.name if state is not None and state.is_final() else None
 
-    return str(wait_for(final, timeout, f"run {run_id} to finish"))
+    try:
+        return str(wait_for(final, timeout, f"run {run_id} to finish"))
+    except TimeoutError as exc:
+        raise TimeoutError(f"{exc}; its states: {' -> '.join(dict.fromkeys(seen))}") from None
 
 
 def test_running_steps_twice_duplicates_nothing(live: E2E, examples: Path, tmp_path: Path) -> None:
@@ -146,40 +152,90 @@ def _flow_run_pids(run_id: uuid.UUID) -> list[int]:
     return pids
 
 
+def _kill_when_resumed(run_id: uuid.UUID, timeout: float = 60.0) -> None:
+    """SIGKILL the resumed run's process the moment it exists (polled fast: runs are quick)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pids = _flow_run_pids(run_id)
+        if pids:
+            for pid in pids:
+                os.kill(pid, signal.SIGKILL)
+            return
+        time.sleep(0.02)
+    raise TimeoutError(f"no process for the resumed run {run_id} in {timeout:.0f} s")
+
+
+def _settled(run_id: uuid.UUID, suspend_key: str, timeout: float = 300.0) -> str:
+    """Wait until a killed run is final, or suspended on another key (the kill came too late)."""
+
+    def settled() -> str | None:
+        with get_client(sync_client=True) as client:
+            state = client.read_flow_run(run_id).state
+        if state is None:
+            return None
+        if state.is_final():
+            return state.name
+        if state.is_paused() and state.state_details.pause_key != suspend_key:
+            return "suspended-again"
+        return None
+
+    return str(wait_for(settled, timeout, f"the killed run {run_id} to settle"))
+
+
 def test_sigkill_in_the_middle_of_a_step_then_run_again(
     live: E2E, examples: Path, tmp_path: Path
 ) -> None:
+    from flows.scripted import SAMPLE_SCRIPT
     from tasks.submit import issued_code, submit_decision
 
     ref = open_case(examples, tmp_path)
-    wait_for(lambda: waiting_kind(ref) == "screening", what="screening to wait")
-    request = _waiting(ref)
-    run_id = request.flow_run_id
-    assert run_id is not None
-    values = {"outcome": "accepted", "approver": "lena.lead"}
-    values["approval_code"] = issued_code(request.id, "lena.lead") or ""
-    submit_decision(request.id, values)
-    # kill the resumed run's process the moment it exists: it has the submission, not the verdict
-    pids = wait_for(lambda: _flow_run_pids(run_id), timeout=60, what="the resumed run's process")
-    for pid in pids:
-        os.kill(pid, signal.SIGKILL)
-    # the runner notices its child died and marks the run crashed (slow on a loaded machine)
-    state = wait_final(run_id, timeout=300)
+    # submit step 1's decisions one by one and kill each resumed run as it starts; a run can be
+    # quick enough to record the decision and suspend on the next one before the kill lands, so
+    # try again on the next decision until a kill catches a run in the middle
+    for kind in ("screening", "safety", "verification"):
+        wait_for(lambda k=kind: waiting_kind(ref) == k, what=f"{kind} to wait")  # type: ignore[misc]
+        request = _waiting(ref)
+        run_id = request.flow_run_id
+        assert run_id is not None
+        who, values = SAMPLE_SCRIPT[request.kind]
+        code = issued_code(request.id, who) or ""
+        submit_decision(request.id, {**values, "approver": who, "approval_code": code})
+        _kill_when_resumed(run_id)
+        # the runner notices its child died and marks the run crashed (slow on a loaded machine)
+        state = _settled(run_id, request.suspend_key)
+        if state != "suspended-again":
+            break
+    else:
+        pytest.fail("no kill landed in the middle of a step in three tries")
     assert state in ("Crashed", "Failed", "Completed"), state
 
     # the operator runs the step again: it takes over, recovers the submission, goes on
     again = start_again("verify-allegation", ref)
-    wait_for(lambda: waiting_kind(ref) == "safety", timeout=120, what="safety to wait")
+
+    def next_waiting():  # type: ignore[no-untyped-def]
+        decided = {d[0] for d in snapshot(ref)["decisions"]}  # type: ignore[attr-defined]
+        waiting = _waiting_or_none(ref)
+        return waiting if kind in decided and waiting and waiting.flow_run_id != run_id else None
+
+    nxt = wait_for(next_waiting, timeout=120, what=f"{kind} to be recorded and the next to wait")
+    if nxt.step == 1:
+        assert nxt.flow_run_id == again  # the new run carries step 1 now
     after = snapshot(ref)
-    screening = [d for d in after["decisions"] if d[0] == "screening"]  # type: ignore[attr-defined]
-    assert len(screening) == 1
+    decided = Counter(d[0] for d in after["decisions"])  # type: ignore[attr-defined]
+    assert decided[kind] == 1 and all(n == 1 for n in decided.values()), decided
     audit: Counter[tuple[str, str]] = after["audit"]  # type: ignore[assignment]
     assert all(n == 1 for (action, _), n in audit.items() if action != "case.transition")
     notifications: list[str] = after["notifications"]  # type: ignore[assignment]
     assert len(notifications) == len(set(notifications))
-    assert _waiting(ref).flow_run_id == again
     # and the case can still be decided to the end of step 1
     ScriptedStakeholders().drive(ref, until=CaseState.DETERMINING_RESPONSE, timeout=180)
+
+
+def _waiting_or_none(reference: str):  # type: ignore[no-untyped-def]
+    from tasks.decisions import waiting_requests
+
+    waiting = waiting_requests(reference)
+    return waiting[0] if len(waiting) == 1 else None
 
 
 def test_doctor_lists_a_case_whose_suspended_run_was_deleted(
