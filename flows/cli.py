@@ -383,18 +383,25 @@ def _hand_over(reference: str) -> None:
 
 
 def _settle(result: ControlResult) -> None:
-    """After a control: cancel the runs left waiting on cancelled decisions, start the new step."""
+    """After a control: cancel the runs left waiting on cancelled decisions, start the new step,
+    and show the case's new state in its case view."""
     import os
 
-    if result.stale_runs and os.environ.get("PREFECT_API_URL"):
-        from tasks.orchestration import cancel_waiting_runs
+    if not os.environ.get("PREFECT_API_URL"):
+        if result.moved:
+            _hand_over(result.case_ref)  # says the sweep will start it
+        return
+    from tasks.artifacts import publish_case_view
+    from tasks.context import utcnow
+    from tasks.orchestration import cancel_waiting_runs
 
-        try:
+    try:
+        if result.stale_runs:
             n = cancel_waiting_runs(result.stale_runs, why=f"{result.case_ref} left the step")
-        except Exception as exc:  # the store is right either way; a resumed stale run ends idle
-            err.print(f"Could not cancel the runs that waited ({type(exc).__name__}).")
-        else:
             err.print(f"Cancelled {n} run(s) that waited on decisions no longer needed.")
+        publish_case_view(result.case_ref, now=utcnow())
+    except Exception as exc:  # the store is right either way; a resumed stale run ends idle
+        err.print(f"Could not update Prefect's side ({type(exc).__name__}); the store is updated.")
     if result.moved:
         _hand_over(result.case_ref)
 

@@ -10,7 +10,7 @@ import pytest
 from flows.scripted import ScriptedStakeholders
 from models.enums import CaseState
 from tests.e2e.conftest import E2E
-from tests.e2e.helpers import open_case, wait_for
+from tests.e2e.helpers import latest_artifact, open_case, wait_for
 from tests.e2e.test_robustness import wait_final, waiting_kind
 from tests.integration.test_intake import run_cli
 
@@ -31,6 +31,8 @@ def test_a_hold_cancels_the_waiting_run_and_renewal_starts_the_step_again(
     assert run_cli("consent", "withdraw", ref, "P-02", "--by", "lena.lead") == 0
     assert waiting_requests(ref) == []
     assert wait_final(held_run) == "Cancelled"  # nobody can resume a decision no longer needed
+    view = latest_artifact(f"case-{ref.lower()}") or ""
+    assert "State: `on_hold`" in view and "## Waiting decisions\n\nNone." in view
 
     # the case lead cannot renew for someone whose consent stands; the representative can
     assert run_cli("consent", "renew", ref, "P-01", "--by", "grace.advocate") == 1
