@@ -110,7 +110,7 @@ def close_unresolved(case: SampleCase, closure_type: ClosureType) -> None:
 def test_a_withdrawal_holds_the_case_and_renewal_resumes_its_step_afresh(store: Store) -> None:
     case = start_sample_case(Clock())
     case.decide(DecisionKind.SCREENING)
-    waiting = case.prepare(DecisionKind.SAFETY)
+    case.prepare(DecisionKind.SAFETY)  # waits in entry 1 when the withdrawal comes
 
     result = withdraw_consent(
         case.ref, "P-02", purpose=ConsentPurpose.CASE_HANDLING, by=LEAD, now=case.clock.tick()
@@ -169,7 +169,6 @@ def test_a_withdrawal_holds_the_case_and_renewal_resumes_its_step_afresh(store: 
         ("entry-1", DecisionRequestStatus.CANCELLED),
         ("entry-2", DecisionRequestStatus.DECIDED),
     ]
-    assert waiting.request_id != rows(DecisionRequest, DecisionRequest.scope == "entry-2")[0].id
     events = [e.details["event"] for e in case.audit() if e.action == "case.transition"]
     assert events[1:3] == ["consent_withdrawn", "consent_renewed"]
     assert case.chain().ok
