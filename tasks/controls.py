@@ -113,16 +113,23 @@ def _move(
 
 
 def _audit(
-    session: Session, case: RemediationCase, by: str, action: str, now: datetime, **details: object
+    session: Session,
+    case: RemediationCase,
+    by: str,
+    action: str,
+    now: datetime,
+    subject: AffectedPerson | None = None,
+    **details: object,
 ) -> None:
+    """Audit a control on the case's chain; about the case, or about one affected person."""
     append_audit(
         session,
         chain=case.reference,
         actor=f"stakeholder:{by}",
         action=action,
         at=now,
-        subject_type="case",
-        subject_id=str(case.id),
+        subject_type="affected_person" if subject else "case",
+        subject_id=str(subject.id if subject else case.id),
         details=details,
     )
 
@@ -174,16 +181,8 @@ def withdraw_consent(
             record.withdrawn_at = now
             session.add(record)
         session.flush()
-        append_audit(
-            session,
-            chain=case.reference,
-            actor=f"stakeholder:{by}",
-            action="consent.withdrawn",
-            at=now,
-            subject_type="affected_person",
-            subject_id=str(person.id),
-            details={"person": pseudonym, "purpose": purpose.value},
-        )
+        details = {"person": pseudonym, "purpose": purpose.value}
+        _audit(session, case, by, "consent.withdrawn", now, person, **details)
         stale: list[uuid.UUID] = []
         moved = purpose == ConsentPurpose.CASE_HANDLING and case.state in RESUMABLE_STATES
         if moved:
@@ -229,16 +228,8 @@ def renew_consent(
             )
         )
         session.flush()
-        append_audit(
-            session,
-            chain=case.reference,
-            actor=f"stakeholder:{by}",
-            action="consent.renewed",
-            at=now,
-            subject_type="affected_person",
-            subject_id=str(person.id),
-            details={"person": pseudonym, "purpose": purpose.value, "method": method.value},
-        )
+        details = {"person": pseudonym, "purpose": purpose.value, "method": method.value}
+        _audit(session, case, by, "consent.renewed", now, person, **details)
         moved = case.state == CaseState.ON_HOLD and not withdrawn_people(
             session, case.id, [ConsentPurpose.CASE_HANDLING]
         )
