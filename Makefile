@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: install
-	$(BIN)/python -m flows.demo
+	$(BIN)/python -m demo
 
 test: lint typecheck pytest
 

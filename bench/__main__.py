@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     # This process is a Prefect client too: keep its profile and telemetry out of the user's home.
     client_home = Path(tempfile.mkdtemp(prefix="remedy-bench-client-"))
     os.environ["PREFECT_HOME"] = str(client_home)
-    from flows.stack import QUIET_PREFECT
+    from flows.local.stack import QUIET_PREFECT
 
     os.environ.update(QUIET_PREFECT)
     from bench import bench_monitoring, bench_outbox, bench_pipeline, bench_waiting

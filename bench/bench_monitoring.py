@@ -82,8 +82,8 @@ def _seed(cases: int, per_case: int, affected: float, today: date) -> tuple[int,
     from models.intake import DirectoryIn
     from models.settings import get_settings
     from models.tables import ActionPlan, CaseMember, PlanAction, RemediationCase, Stakeholder
-    from tasks.db import get_engine, read_only
-    from tasks.directory import load_directory
+    from tasks.store.db import get_engine, read_only
+    from tasks.store.directory import load_directory
 
     settings = get_settings()
     command.upgrade(
@@ -186,7 +186,7 @@ WHERE dr.status = 'waiting' AND c.status = 'active' AND dr.due_at < :now
 
 
 def _bare(now: datetime, due_soon_days: int) -> tuple[float, int]:
-    from tasks.db import get_engine
+    from tasks.store.db import get_engine
 
     horizon = now.date() + timedelta(days=due_soon_days)
     t0 = time.perf_counter()
@@ -208,7 +208,7 @@ def _bare(now: datetime, due_soon_days: int) -> tuple[float, int]:
 
 def _measure(backend: str, args: argparse.Namespace) -> dict[str, Any]:
     from tasks.context import current_policy
-    from tasks.monitoring import check_case, find_due
+    from tasks.monitoring.sweep import check_case, find_due
 
     now = datetime.now(UTC)
     say(f"{backend}: seeding {args.cases} cases x {args.milestones} milestones")
@@ -266,8 +266,8 @@ def _prefect_overhead() -> dict[str, float]:
     from prefect import flow
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
+    from flows.local.stack import LocalStack, free_port
     from flows.monitor_milestones import monitor_milestones
-    from flows.stack import LocalStack, free_port
 
     home = Path(tempfile.mkdtemp(prefix="remedy-bench-monitor-prefect-"))
     stack = LocalStack(home=home, port=free_port())

@@ -27,8 +27,8 @@ def run(args: argparse.Namespace) -> int:
     """Seed, drain, compare with a bare apprise loop, print the figures."""
     from cryptography.fernet import Fernet
 
-    from flows.catchers import ChatReceiver, MailCatcher
-    from flows.stack import free_port
+    from demo.catchers import ChatReceiver, MailCatcher
+    from flows.local.stack import free_port
 
     tmp = Path(tempfile.mkdtemp(prefix="remedy-bench-outbox-"))
     mail = MailCatcher(port=free_port()).start()
@@ -58,17 +58,17 @@ def _measure(n: int, mail: object, chat: object) -> int:
     import yaml
     from alembic import command
 
-    from flows.catchers import ChatReceiver, MailCatcher
+    from demo.catchers import ChatReceiver, MailCatcher
     from migrations import alembic_config
     from models.enums import Locale, NotificationChannel, NotificationStatus
     from models.intake import DirectoryIn
     from models.settings import get_settings
     from models.tables import Notification, Stakeholder
-    from notifications.delivery import chat_url, email_url, send
     from notifications.render import render
-    from tasks.db import unit_of_work
-    from tasks.delivery import deliver_due
-    from tasks.directory import load_directory
+    from notifications.send import chat_url, email_url, send
+    from tasks.drain import deliver_due
+    from tasks.store.db import unit_of_work
+    from tasks.store.directory import load_directory
 
     assert isinstance(mail, MailCatcher) and isinstance(chat, ChatReceiver)
     settings = get_settings()
@@ -104,7 +104,7 @@ def _measure(n: int, mail: object, chat: object) -> int:
                     next_attempt_at=now,
                 )
             )
-    import tasks.orchestration  # noqa: F401  (a drain runs inside a flow: Prefect is loaded)
+    import tasks.orchestration.runs  # noqa: F401  (a drain runs inside a flow: Prefect is loaded)
 
     say(f"draining {n} notifications ({n // 2} e-mails, {n - n // 2} chat) through the outbox")
     t0 = time.perf_counter()
@@ -146,7 +146,7 @@ def _measure(n: int, mail: object, chat: object) -> int:
 
 
 def _ctx(context: dict[str, object]) -> dict[str, object]:
-    from tasks.delivery import BASE_CONTEXT
+    from tasks.drain import BASE_CONTEXT
 
     return {**BASE_CONTEXT, **context, "visibility": "narrative"}
 

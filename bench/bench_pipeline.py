@@ -262,7 +262,7 @@ def measure_remedy(poll: int, server: str, keep: bool) -> Measurement:
         wait_until,
         workspace,
     )
-    from flows.scripted import ScriptedStakeholders, Step
+    from demo.scripted import ScriptedStakeholders, Step
     from models.enums import CaseState
     from models.settings import get_settings
 
@@ -348,7 +348,8 @@ def drive_bare(case_ref: str, *, timeout: float) -> int:
                 key = (run.id, str(run.state.state_details.pause_key))
                 if key in resumed:
                     continue
-                # a REJECT between suspension and the form being saved: retry, as tasks.submit does
+                # a REJECT between suspension and the form being saved: retry, as
+                # tasks.decisions.resume does
                 while True:
                     result = client.resume_flow_run(run.id, run_input={"ok": True})
                     if result.status == SetStateStatus.ACCEPT:

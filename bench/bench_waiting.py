@@ -1,12 +1,12 @@
 """Many cases waiting for a decision at once (Prefect server on PostgreSQL).
 
 Opens N cases by intake (the plain function, a varied report each), starts their remediation-case
-runs, and waits until every case waits at its first decision: its screening request is waiting
-and its verify-allegation run is Paused (suspended) on that request with its form saved. Reports
-the processes and resident memory Remedy holds meanwhile (read from /proc), and the Paused runs
-the API counts. Then resumes R of them with screening decisions (tasks.submit.submit_decision,
-with the code tasks.submit.issued_code finds, as a person reads it in their message) and measures
-how long the runner takes to pick them all up and bring each to its next decision (safety).
+runs, and waits until every case waits at its first decision: its screening request is waiting and
+its verify-allegation run is Paused (suspended) on that request with its form saved. Reports the
+processes and resident memory Remedy holds meanwhile (read from /proc), and the Paused runs the API
+counts. Then resumes R of them with screening decisions (tasks.decisions.resume.submit_decision,
+with the code tasks.decisions.resume.issued_code finds, as a person reads it in their message) and
+measures how long the runner takes to pick them all up and bring each to its next decision (safety).
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ def open_cases(n: int) -> list[str]:
 def start_cases(refs: list[str]) -> None:
     """Start each case's remediation-case run, exactly as `remedy start` does."""
     from bench.common import say
-    from tasks.orchestration import ENTRY_FLOW, start_flow
+    from tasks.orchestration.runs import ENTRY_FLOW, start_flow
 
     for i, ref in enumerate(refs, start=1):
         start_flow(ENTRY_FLOW, ref, idempotency_key=f"{ref.lower()}-{ENTRY_FLOW}", step=None)
@@ -122,7 +122,7 @@ def waiting_requests_of(kind: Any, case_refs: list[str] | None = None) -> list[A
 
     from models.enums import DecisionRequestStatus
     from models.tables import DecisionRequest, RemediationCase
-    from tasks.db import read_only
+    from tasks.store.db import read_only
 
     with read_only() as session:
         query = select(DecisionRequest).where(
@@ -141,7 +141,7 @@ def count_waiting(kind: Any) -> int:
 
     from models.enums import DecisionRequestStatus
     from models.tables import DecisionRequest
-    from tasks.db import read_only
+    from tasks.store.db import read_only
 
     with read_only() as session:
         query = select(func.count()).where(
@@ -333,9 +333,9 @@ def resume_some(
     """
     bench_t0, runner, server = clock
     from bench.common import say
-    from flows.scripted import SAMPLE_SCRIPT
+    from demo.scripted import SAMPLE_SCRIPT
     from models.enums import DecisionKind
-    from tasks.submit import issued_code, submit_decision
+    from tasks.decisions.resume import issued_code, submit_decision
 
     screening = waiting_requests_of(DecisionKind.SCREENING, refs)
     ready = ready_keys([r.flow_run_id for r in screening if r.flow_run_id])

@@ -22,7 +22,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from flows.stack import LocalStack
+    from flows.local.stack import LocalStack
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -68,7 +68,7 @@ def clear_remedy_caches() -> None:
     """Forget settings, policy, templates and vault read from an earlier environment."""
     from models.settings import get_settings
     from tasks.context import _policy_at, _templates_at
-    from tasks.vault import _vault_for
+    from tasks.store.vault import _vault_for
 
     get_settings.cache_clear()
     _policy_at.cache_clear()
@@ -101,7 +101,7 @@ def workspace(label: str, *, keep: bool = False) -> Iterator[Workspace]:
         load_sample_directory()
         yield Workspace(root, store_url, key, env)
     finally:
-        from tasks.db import engine_for
+        from tasks.store.db import engine_for
 
         engine_for(store_url).dispose()
         for name, value in saved.items():
@@ -120,8 +120,8 @@ def load_sample_directory() -> None:
     """Load examples/stakeholders.yaml into the current case store."""
     from models.intake import DirectoryIn
     from tasks.context import utcnow
-    from tasks.directory import load_directory
     from tasks.inputs import read_document, validate
+    from tasks.store.directory import load_directory
 
     path = EXAMPLES / "stakeholders.yaml"
     directory = validate(DirectoryIn, read_document(path), source=str(path))
@@ -192,7 +192,7 @@ def local_stack(
     extra_env: dict[str, str] | None = None,
 ) -> Iterator[LocalStack]:
     """Start a Prefect server on 127.0.0.1 (no runner yet); stop everything started, always."""
-    from flows.stack import LocalStack, free_port
+    from flows.local.stack import LocalStack, free_port
 
     stack = LocalStack(
         home=ws.stack_home,

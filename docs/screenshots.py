@@ -33,8 +33,8 @@ def main() -> None:
     """Take the screenshots into docs/."""
     home = Path(tempfile.mkdtemp(prefix="remedy-shots-"))
     os.environ["REMEDY_HOME"] = str(home)
-    from flows.stack import free_port
-    from flows.up import prepare_store, start_stack
+    from flows.local.stack import free_port
+    from flows.local.up import prepare_store, start_stack
 
     prepare_store()
     from flows.cli import main as remedy
@@ -57,10 +57,10 @@ def _shoot(ui: str) -> None:
     from playwright.sync_api import sync_playwright
 
     from tasks.context import utcnow
-    from tasks.decisions import waiting_requests
+    from tasks.decisions.requests import waiting_requests
+    from tasks.decisions.resume import waiting_run_ready
     from tasks.intake import open_case, read_report
-    from tasks.orchestration import ENTRY_FLOW, start_flow
-    from tasks.submit import waiting_run_ready
+    from tasks.orchestration.runs import ENTRY_FLOW, start_flow
 
     report = read_report(ROOT / "examples" / "reports" / "tin-kivu.yaml", now=utcnow())
     ref = open_case(report, now=utcnow(), actor="screenshots").reference
@@ -94,12 +94,12 @@ def _portfolio(ui: str, page: object, first: str) -> None:
     """Three more cases, one of them implementing its plan; a sweep a week later; the table."""
     from datetime import timedelta
 
+    from demo.scripted import ScriptedStakeholders
     from flows.monitor_milestones import monitor_milestones
-    from flows.scripted import ScriptedStakeholders
     from models.enums import CaseState
     from tasks.context import utcnow
     from tasks.intake import open_case, read_report
-    from tasks.orchestration import ENTRY_FLOW, start_flow
+    from tasks.orchestration.runs import ENTRY_FLOW, start_flow
 
     report = read_report(ROOT / "examples" / "reports" / "gold-madre-de-dios.json", now=utcnow())
     other = open_case(report, now=utcnow(), actor="screenshots").reference

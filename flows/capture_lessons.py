@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
-from flows.approvals import ask
+from flows.asking import ask
 from models.enums import DecisionKind, Step
-from tasks.flow_tasks import deliver_case_task, open_step_task, publish_case_view_task
+from tasks.orchestration.step_tasks import deliver_case_task, open_step_task, publish_case_view_task
 
 
 @flow(name="capture-lessons", flow_run_name="lessons-{case_ref}", retries=0)

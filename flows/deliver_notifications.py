@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
-from tasks.flow_tasks import deliver_all_task
+from tasks.orchestration.step_tasks import deliver_all_task
 
 
 @flow(name="deliver-notifications", retries=0)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
-from flows.approvals import ask
+from flows.asking import ask
 from models.enums import DecisionKind, Step
-from tasks.flow_tasks import (
+from tasks.orchestration.step_tasks import (
     deliver_case_task,
     hand_over_task,
     open_step_task,

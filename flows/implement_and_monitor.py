@@ -9,7 +9,7 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 
 from models.enums import Step
-from tasks.flow_tasks import (
+from tasks.orchestration.step_tasks import (
     activate_plan_task,
     deliver_case_task,
     hand_over_task,

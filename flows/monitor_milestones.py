@@ -12,9 +12,9 @@ from datetime import datetime
 
 from prefect import flow, get_run_logger
 
-from tasks.flow_tasks import deliver_case_task
-from tasks.monitoring import CaseCheck, DueItem
-from tasks.monitoring_tasks import (
+from tasks.monitoring.sweep import CaseCheck, DueItem
+from tasks.orchestration.step_tasks import deliver_case_task
+from tasks.orchestration.sweep_tasks import (
     check_case_task,
     close_completed_task,
     find_due_task,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
-from tasks.flow_tasks import (
+from tasks.orchestration.step_tasks import (
     begin_case_task,
     deliver_case_task,
     hand_over_task,

@@ -23,7 +23,7 @@ from flows.monitor_milestones import monitor_milestones
 from flows.remediation_case import remediation_case
 from flows.verify_allegation import verify_allegation
 from models.settings import get_settings
-from tasks.orchestration import CASE_CLOSED_EVENT
+from tasks.orchestration.runs import CASE_CLOSED_EVENT
 
 STEP_FLOWS = (
     remediation_case,

@@ -7,7 +7,7 @@ from sqlmodel import SQLModel
 
 import models.tables  # noqa: F401  (registers every table on SQLModel.metadata)
 from models.settings import get_settings
-from tasks.db import engine_for
+from tasks.store.db import engine_for
 
 config = context.config
 url = config.attributes.get("url") or get_settings().resolved_database_url()

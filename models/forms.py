@@ -17,7 +17,6 @@ from models.enums import (
     AnnexIICategory,
     ClosureType,
     ConsentMethod,
-    DecisionKind,
     IndicatorStatus,
     Involvement,
     Irremediability,
@@ -210,44 +209,3 @@ class LessonsForm(ApprovalForm):
     )
     change_owner_role: Role = Field(default=Role.CASE_LEAD, title="Who owns the changes")
     summary: str = _reason("Summary", limit=4000)
-
-
-FORMS: dict[DecisionKind, type[ApprovalForm]] = {
-    DecisionKind.SCREENING: ScreeningForm,
-    DecisionKind.SAFETY: SafetyForm,
-    DecisionKind.VERIFICATION: VerificationForm,
-    DecisionKind.IMPACT_ASSESSMENT: ImpactAssessmentForm,
-    DecisionKind.RESPONSE: ResponseForm,
-    DecisionKind.PLAN_AGREEMENT: PlanAgreementForm,
-    DecisionKind.PLAN_BUDGET: PlanBudgetForm,
-    DecisionKind.CLOSURE: ClosureForm,
-    DecisionKind.CLOSURE_CONFIRMATION: ClosureConfirmationForm,
-    DecisionKind.LESSONS: LessonsForm,
-}
-
-# Who may take each decision (domain.md §10).
-APPROVER_ROLES: dict[DecisionKind, tuple[Role, ...]] = {
-    DecisionKind.SCREENING: (Role.CASE_LEAD,),
-    DecisionKind.SAFETY: (Role.CASE_LEAD, Role.SERVICE_PROVIDER),
-    DecisionKind.VERIFICATION: (Role.VERIFIER,),
-    DecisionKind.IMPACT_ASSESSMENT: (Role.CASE_LEAD,),
-    DecisionKind.RESPONSE: (Role.SENIOR_APPROVER,),
-    DecisionKind.PLAN_AGREEMENT: (Role.VICTIM_REPRESENTATIVE,),
-    DecisionKind.PLAN_BUDGET: (Role.BUDGET_OWNER,),
-    DecisionKind.CLOSURE: (Role.CASE_LEAD, Role.SENIOR_APPROVER),
-    DecisionKind.CLOSURE_CONFIRMATION: (Role.CASE_LEAD, Role.SENIOR_APPROVER),
-    DecisionKind.LESSONS: (Role.CASE_LEAD,),
-}
-
-DECISION_TITLES: dict[DecisionKind, str] = {
-    DecisionKind.SCREENING: "Screen the allegation",
-    DecisionKind.SAFETY: "Assess safety before any contact",
-    DecisionKind.VERIFICATION: "Decide whether the allegation is substantiated",
-    DecisionKind.IMPACT_ASSESSMENT: "Assess involvement and severity",
-    DecisionKind.RESPONSE: "Decide the response",
-    DecisionKind.PLAN_AGREEMENT: "Agree to the remediation action plan",
-    DecisionKind.PLAN_BUDGET: "Approve the plan's budget",
-    DecisionKind.CLOSURE: "Propose the case's closure",
-    DecisionKind.CLOSURE_CONFIRMATION: "Confirm the case's closure (second approver)",
-    DecisionKind.LESSONS: "Record the lessons learned",
-}

@@ -323,6 +323,17 @@ _STEPS: Final[Mapping[CaseState, Step]] = MappingProxyType(
 )
 
 
+# The states in which a step's flow has work to do: every state of a step but intake (no step has
+# started yet) and lessons_captured (the case is done).
+WORKING: Final[frozenset[CaseState]] = frozenset(_STEPS) - {
+    CaseState.INTAKE,
+    CaseState.LESSONS_CAPTURED,
+}
+WORK_STATES: Final[Mapping[Step, frozenset[CaseState]]] = MappingProxyType(
+    {step: frozenset(s for s in WORKING if _STEPS[s] is step) for step in Step}
+)
+
+
 def step_of(state: CaseState, held_from: CaseState | None = None) -> Step:
     """Return the IOM step a case in `state` is at; a held case stays at the step it was held in."""
     if state is CaseState.ON_HOLD:

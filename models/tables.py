@@ -1,7 +1,7 @@
 """The case store: SQLModel tables (domain.md §9). Schema changes go through Alembic migrations.
 
 Identifying data of affected persons and reporters lives only in `*_ciphertext` columns
-(Fernet, see tasks.vault); every other column holds pseudonyms, references and enums.
+(Fernet, see tasks.store.vault); every other column holds pseudonyms, references and enums.
 """
 
 from __future__ import annotations

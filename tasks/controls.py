@@ -1,15 +1,15 @@
 """Case controls: the lifecycle's roads that no step decision takes.
 
-A victim withdraws consent (the case holds) or renews it (the case resumes where it was held);
-the case lead and the victim representative revise a plan under way; management closes a case
-early, unresolved or after a withdrawal; a closed case is reopened. Each is one unit of work: the
+A victim withdraws consent (the case holds) or renews it (the case resumes where it was held); the
+case lead and the victim representative revise a plan under way; management closes a case early,
+unresolved or after a withdrawal; a closed case is reopened. Each is one unit of work: the
 transition, the consent records, the audit events and the cancelled requests of the step left
-behind. The caller then starts the step the case is in now (`tasks.orchestration.hand_over`) and
-cancels the runs that were waiting on those requests; if it cannot reach Prefect, the monitoring
+behind. The caller then starts the step the case is in now (`tasks.orchestration.runs.hand_over`)
+and cancels the runs that were waiting on those requests; if it cannot reach Prefect, the monitoring
 sweep starts the step and a resumed stale run ends without effect.
 
-Re-entering a step (after a hold, a revision or a reopening) is a new entry: its decisions are
-asked again, since circumstances changed in between. Reasons are stored, never shown in messages.
+Re-entering a step (after a hold, a revision or a reopening) is a new entry: its decisions are asked
+again, since circumstances changed in between. Reasons are stored, never shown in messages.
 """
 
 from __future__ import annotations
@@ -36,12 +36,12 @@ from models.tables import (
     RemediationCase,
     Stakeholder,
 )
-from tasks.audit import append_audit
-from tasks.cases import get_case
-from tasks.consent import withdrawn_people
-from tasks.db import unit_of_work
-from tasks.decisions import cancel_waiting
-from tasks.steps import move
+from tasks.case_state import move
+from tasks.decisions.requests import cancel_waiting
+from tasks.store.audit import append_audit
+from tasks.store.cases import get_case
+from tasks.store.consent import withdrawn_people
+from tasks.store.db import unit_of_work
 
 REASON_LIMIT = 2000
 
@@ -151,7 +151,7 @@ def withdraw_consent(
     """Record that a person withdrew consent for a purpose; for case handling the case holds.
 
     Withdrawal is the person's right: whoever records it, it is recorded. Messages that mention
-    the person are suppressed from now on (tasks.delivery checks); the held step's waiting
+    the person are suppressed from now on (tasks.drain checks); the held step's waiting
     decisions are cancelled, so nobody is asked or reminded while the case holds.
     """
     with unit_of_work() as session:

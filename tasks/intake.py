@@ -28,12 +28,12 @@ from models.tables import (
     RemediationCase,
 )
 from notifications.outbox import notify
-from tasks.audit import append_audit
 from tasks.context import current_policy, current_routing
-from tasks.db import unit_of_work
-from tasks.directory import assign_default_members, find_or_create_organisation
 from tasks.inputs import read_document, validate
-from tasks.vault import get_vault
+from tasks.store.audit import append_audit
+from tasks.store.db import unit_of_work
+from tasks.store.directory import assign_default_members, find_or_create_organisation
+from tasks.store.vault import get_vault
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ def require(condition: bool, reason: str) -> None:
 def _clear_caches() -> None:
     from models.settings import get_settings
     from tasks.context import _policy_at, _routing_at, _templates_at
-    from tasks.vault import _vault_for
+    from tasks.store.vault import _vault_for
 
     get_settings.cache_clear()
     _policy_at.cache_clear()
@@ -71,7 +71,7 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A migrated SQLite case store, copied for each test."""
     path = tmp_path_factory.mktemp("template") / "remedy.db"
     _upgrade(f"sqlite:///{path}")
-    from tasks.db import engine_for
+    from tasks.store.db import engine_for
 
     engine_for(f"sqlite:///{path}").dispose()
     return path
@@ -106,7 +106,7 @@ class Store:
     path: Path | None
 
     def engine(self) -> sa.Engine:
-        from tasks.db import engine_for
+        from tasks.store.db import engine_for
 
         return engine_for(self.url, self.schema)
 
@@ -127,7 +127,7 @@ def _truncate(url: str, schema: str) -> None:
     from sqlmodel import SQLModel
 
     import models.tables  # noqa: F401
-    from tasks.db import engine_for
+    from tasks.store.db import engine_for
 
     names = ", ".join(f'"{schema}"."{t}"' for t in SQLModel.metadata.tables)
     with engine_for(url, schema).begin() as conn:

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from flows.catchers import ChatReceiver, MailCatcher
-from flows.stack import LocalStack, free_port
+from demo.catchers import ChatReceiver, MailCatcher
+from flows.local.stack import LocalStack, free_port
 from tests.conftest import IN_CI, PG_URL, _upgrade
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -105,7 +105,7 @@ def live(e2e: E2E, monkeypatch: pytest.MonkeyPatch, examples: Path) -> Iterator[
         from sqlmodel import select
 
         from models.tables import Stakeholder
-        from tasks.db import read_only
+        from tasks.store.db import read_only
 
         with read_only() as session:
             loaded = session.exec(select(Stakeholder)).first() is not None

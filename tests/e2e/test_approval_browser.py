@@ -15,7 +15,7 @@ from sqlmodel import select
 
 from models.enums import DecisionRequestStatus
 from models.tables import Decision
-from tasks.db import read_only
+from tasks.store.db import read_only
 from tests.conftest import ROOT, require
 from tests.e2e.conftest import E2E
 from tests.e2e.helpers import wait_for

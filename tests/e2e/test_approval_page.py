@@ -1,6 +1,6 @@
 """The approval page against the session's real Prefect server, runner and case store.
 
-The page runs as its own process (`python -m flows.approval_page`, as `remedy up` starts it) and
+The page runs as its own process (`python -m flows.web.app`, as `remedy up` starts it) and
 is spoken to over HTTP. A decision taken from a link resumes the waiting run through the Prefect
 API and is recorded; a replayed, expired, tampered, merely fetched, foreign or forged request
 changes nothing but the audit chain.
@@ -23,7 +23,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import StateType
 from sqlmodel import col, select
 
-from flows.stack import free_port
+from flows.local.stack import free_port
 from models.enums import CaseState, DecisionRequestStatus, LinkPurpose, MilestoneStatus
 from models.tables import (
     ApprovalLink,
@@ -34,8 +34,8 @@ from models.tables import (
     ProgressUpdate,
     Stakeholder,
 )
-from tasks.db import read_only, unit_of_work
-from tasks.links import create_link, link_url
+from tasks.store.db import read_only, unit_of_work
+from tasks.store.links import create_link, link_url
 from tests.conftest import Store, _clear_caches
 from tests.e2e.conftest import E2E
 from tests.e2e.helpers import open_case, wait_for
@@ -75,7 +75,7 @@ def screening_link(examples: Path, tmp_path: Path) -> tuple[str, DecisionRequest
     """Open a fresh case, wait until screening waits, and return the lead's link for it."""
     ref = open_case(examples, tmp_path)
     wait_for(lambda: waiting_kind(ref) == "screening", timeout=240, what="screening to wait")
-    from tasks.decisions import waiting_requests
+    from tasks.decisions.requests import waiting_requests
 
     [request] = waiting_requests(ref)
     lead = stakeholder(LEAD)
@@ -412,7 +412,7 @@ def test_a_post_without_the_page_s_csrf_token_changes_nothing(
 def test_a_milestone_owner_reports_progress_from_a_link(
     page: str, live: E2E, examples: Path, tmp_path: Path
 ) -> None:
-    from flows.scripted import ScriptedStakeholders
+    from demo.scripted import ScriptedStakeholders
     from tasks.context import utcnow
 
     ref = open_case(examples, tmp_path)

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from flows.scripted import ScriptedStakeholders
+from demo.scripted import ScriptedStakeholders
 from models.enums import CaseState
 from tests.e2e.conftest import E2E
 from tests.e2e.helpers import case_runs, open_case, wait_for
@@ -72,7 +72,7 @@ def test_the_canary_never_leaks(live: E2E, examples: Path, tmp_path: Path) -> No
         what="every run of the case to end",
     )
     from tasks.context import utcnow
-    from tasks.delivery import deliver_due
+    from tasks.drain import deliver_due
 
     deliver_due(now=utcnow())  # whatever is still in the outbox
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.scripted import ScriptedStakeholders
+from demo.scripted import ScriptedStakeholders
 from models.enums import CaseState
 from tests.e2e.conftest import E2E
 from tests.e2e.helpers import latest_artifact, open_case, wait_for
@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.prefect, pytest.mark.slow]
 def test_a_hold_cancels_the_waiting_run_and_renewal_starts_the_step_again(
     live: E2E, examples: Path, tmp_path: Path
 ) -> None:
-    from tasks.decisions import waiting_requests
+    from tasks.decisions.requests import waiting_requests
 
     ref = open_case(examples, tmp_path)
     wait_for(lambda: waiting_kind(ref) == "screening", what="screening to wait")

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from flows.stack import LocalStack, free_port
+from flows.local.stack import LocalStack, free_port
 from tests.conftest import ROOT
 
 pytestmark = [pytest.mark.prefect, pytest.mark.slow]

@@ -11,7 +11,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
 from prefect.client.schemas.schedules import IntervalSchedule
 
-from flows.scripted import ScriptedStakeholders
+from demo.scripted import ScriptedStakeholders
 from models.enums import CaseState
 from tests.e2e.conftest import E2E
 from tests.e2e.helpers import open_case, wait_for
@@ -100,7 +100,7 @@ def test_a_sweep_for_a_later_moment_sends_its_reminders_to_the_mail_server(
 
     from flows.monitor_milestones import monitor_milestones
     from models.tables import PlanAction, RemediationCase
-    from tasks.db import read_only
+    from tasks.store.db import read_only
 
     ref = open_case(examples, tmp_path)
     ScriptedStakeholders().drive(ref, until=CaseState.IMPLEMENTING, timeout=300)

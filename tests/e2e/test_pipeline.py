@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from sqlmodel import col, select
 
-from flows.scripted import ScriptedStakeholders
+from demo.scripted import ScriptedStakeholders
 from models.enums import (
     CaseState,
     DecisionKind,
@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.prefect, pytest.mark.slow]
 
 
 def _rows(model, **where):  # type: ignore[no-untyped-def]
-    from tasks.db import read_only
+    from tasks.store.db import read_only
 
     with read_only() as session:
         query = select(model)
@@ -50,9 +50,9 @@ def test_sample_case_through_all_six_steps(live: E2E, examples: Path, tmp_path: 
         SafetyAssessment,
         VerificationFinding,
     )
-    from tasks.artifacts import case_artifact_key
-    from tasks.audit import verify_chain
-    from tasks.db import read_only
+    from tasks.reports.case_view import case_artifact_key
+    from tasks.store.audit import verify_chain
+    from tasks.store.db import read_only
 
     ref = open_case(examples, tmp_path)
     case_id = _case(ref).id

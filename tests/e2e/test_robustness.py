@@ -19,7 +19,7 @@ from typing import TypeVar
 import pytest
 from prefect.client.orchestration import get_client
 
-from flows.scripted import ScriptedStakeholders
+from demo.scripted import ScriptedStakeholders
 from models.enums import CaseState, DecisionRequestStatus
 from tests.conftest import ROOT
 from tests.e2e.conftest import E2E
@@ -42,7 +42,7 @@ def snapshot(reference: str) -> dict[str, object]:
         RemediationCase,
         StepRun,
     )
-    from tasks.db import read_only
+    from tasks.store.db import read_only
 
     with read_only() as s:
         case = s.exec(select(RemediationCase).where(RemediationCase.reference == reference)).one()
@@ -78,8 +78,8 @@ def in_context(fn: Callable[[str], T]) -> Callable[[str], T]:
 
 
 def waiting_kind(reference: str) -> str | None:
-    from tasks.decisions import waiting_requests
-    from tasks.submit import waiting_run_ready
+    from tasks.decisions.requests import waiting_requests
+    from tasks.decisions.resume import waiting_run_ready
 
     waiting = waiting_requests(reference)
     if len(waiting) == 1 and waiting_run_ready(waiting[0]):
@@ -89,7 +89,7 @@ def waiting_kind(reference: str) -> str | None:
 
 def start_again(flow: str, reference: str) -> uuid.UUID:
     """Start another run of a step for the same case, as an operator might by mistake."""
-    from tasks.orchestration import start_flow
+    from tasks.orchestration.runs import start_flow
 
     return start_flow(flow, reference, idempotency_key=f"again-{uuid.uuid4()}", step=None)
 
@@ -131,7 +131,7 @@ def test_running_steps_twice_duplicates_nothing(live: E2E, examples: Path, tmp_p
 
 
 def _waiting(reference: str):  # type: ignore[no-untyped-def]
-    from tasks.decisions import waiting_requests
+    from tasks.decisions.requests import waiting_requests
 
     [request] = waiting_requests(reference)
     return request
@@ -185,8 +185,8 @@ def _settled(run_id: uuid.UUID, suspend_key: str, timeout: float = 300.0) -> str
 def test_sigkill_in_the_middle_of_a_step_then_run_again(
     live: E2E, examples: Path, tmp_path: Path
 ) -> None:
-    from flows.scripted import SAMPLE_SCRIPT
-    from tasks.submit import issued_code, submit_decision
+    from demo.scripted import SAMPLE_SCRIPT
+    from tasks.decisions.resume import issued_code, submit_decision
 
     ref = open_case(examples, tmp_path)
     # submit step 1's decisions one by one and kill each resumed run as it starts; a run can be
@@ -232,7 +232,7 @@ def test_sigkill_in_the_middle_of_a_step_then_run_again(
 
 
 def _waiting_or_none(reference: str):  # type: ignore[no-untyped-def]
-    from tasks.decisions import waiting_requests
+    from tasks.decisions.requests import waiting_requests
 
     waiting = waiting_requests(reference)
     return waiting[0] if len(waiting) == 1 else None
@@ -278,8 +278,8 @@ def test_twenty_cases_at_once(live: E2E, examples: Path, tmp_path: Path) -> None
     """Twenty cases reach their first decision and, once decided, their second; nothing lost."""
     if live.backend != "postgresql":
         pytest.skip("a Prefect server on SQLite is known to fail this load (design.md §9)")
-    from tasks.decisions import waiting_requests
-    from tasks.orchestration import ENTRY_FLOW, start_flow
+    from tasks.decisions.requests import waiting_requests
+    from tasks.orchestration.runs import ENTRY_FLOW, start_flow
 
     runner_log = live.stack.log("runner")
     log_start = runner_log.stat().st_size

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 import yaml
 from sqlmodel import SQLModel, col, func, select
 
-from flows.scripted import SAMPLE_SCRIPT
+from demo.scripted import SAMPLE_SCRIPT
 from models.enums import (
     CaseState,
     DecisionKind,
@@ -33,23 +33,18 @@ from models.tables import (
     RemediationCase,
     Stakeholder,
 )
-from tasks.audit import ChainReport, verify_chain
-from tasks.cases import get_case
-from tasks.db import read_only, unit_of_work
-from tasks.decisions import DecisionView, Pending, SubmissionResult, prepare_decision
-from tasks.decisions import record_submission as _record
-from tasks.directory import load_directory
+from tasks.case_state import StepContext, begin_case, current_plan, open_step
+from tasks.decisions.requests import DecisionView, Pending, prepare_decision
+from tasks.decisions.resume import issued_code
+from tasks.decisions.submissions import SubmissionResult
+from tasks.decisions.submissions import record_submission as _record
 from tasks.intake import open_case, read_report
-from tasks.steps import (
-    StepContext,
-    activate_plan,
-    begin_case,
-    current_plan,
-    draft_plan,
-    open_step,
-    update_milestone,
-)
-from tasks.submit import issued_code
+from tasks.steps.implement import activate_plan, update_milestone
+from tasks.steps.plan import draft_plan
+from tasks.store.audit import ChainReport, verify_chain
+from tasks.store.cases import get_case
+from tasks.store.db import read_only, unit_of_work
+from tasks.store.directory import load_directory
 from tests.conftest import ROOT, Store
 
 EXAMPLES = ROOT / "examples"

@@ -14,8 +14,8 @@ T0 = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
 
 
 def _chain(n: int, chain: str = "RC-2026-0001") -> None:
-    from tasks.audit import append_audit
-    from tasks.db import unit_of_work
+    from tasks.store.audit import append_audit
+    from tasks.store.db import unit_of_work
 
     for i in range(n):
         with unit_of_work() as session:
@@ -30,8 +30,8 @@ def _chain(n: int, chain: str = "RC-2026-0001") -> None:
 
 
 def _verify(chain: str = "RC-2026-0001"):  # type: ignore[no-untyped-def]
-    from tasks.audit import verify_chain
-    from tasks.db import read_only
+    from tasks.store.audit import verify_chain
+    from tasks.store.db import read_only
 
     with read_only() as session:
         return verify_chain(session, chain)
@@ -83,8 +83,8 @@ def test_audit_verify_command(store: Store, examples, capsys) -> None:  # type: 
 def test_concurrent_appends_keep_one_chain(store: Store) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    from tasks.audit import append_audit
-    from tasks.db import unit_of_work
+    from tasks.store.audit import append_audit
+    from tasks.store.db import unit_of_work
 
     _chain(1)
 

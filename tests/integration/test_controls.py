@@ -23,7 +23,7 @@ from models.enums import (
     StepRunStatus,
 )
 from models.tables import ActionPlan, ClosureRecord, ConsentRecord, DecisionRequest, StepRun
-from tasks.consent import withdrawn_people
+from tasks.case_state import facts_for, pending_handover
 from tasks.controls import (
     ControlError,
     close_early,
@@ -32,9 +32,11 @@ from tasks.controls import (
     revise_plan,
     withdraw_consent,
 )
-from tasks.db import read_only
-from tasks.decisions import StepLeftError, prepare_decision
-from tasks.steps import activate_plan, draft_plan, facts_for, pending_handover, update_milestone
+from tasks.decisions.requests import StepLeftError, prepare_decision
+from tasks.steps.implement import activate_plan, update_milestone
+from tasks.steps.plan import draft_plan
+from tasks.store.consent import withdrawn_people
+from tasks.store.db import read_only
 from tests.conftest import Store
 from tests.integration.factories import (
     ADVOCATE,

@@ -32,17 +32,12 @@ from models.tables import (
     DecisionRequest,
     Notification,
 )
-from tasks.decisions import (
-    NoApproverError,
-    code_hash,
-    describe_request,
-    record_submission,
-    refusal_reason,
-    waiting_requests,
-)
-from tasks.directory import add_member
-from tasks.submit import issued_code
-from tasks.vault import get_vault
+from tasks.decisions.codes import code_hash
+from tasks.decisions.requests import NoApproverError, describe_request, waiting_requests
+from tasks.decisions.resume import issued_code
+from tasks.decisions.submissions import record_submission, refusal_reason
+from tasks.store.directory import add_member
+from tasks.store.vault import get_vault
 from tests.conftest import Store
 from tests.integration.factories import (
     ADVOCATE,
@@ -534,7 +529,7 @@ def test_a_submission_to_a_replaced_round_is_refused_as_such(store: Store) -> No
 
 def test_an_inactive_approver_is_refused(store: Store) -> None:
     from models.tables import Stakeholder
-    from tasks.db import unit_of_work
+    from tasks.store.db import unit_of_work
 
     case = start_sample_case(Clock())
     pending = case.prepare(DecisionKind.SCREENING)

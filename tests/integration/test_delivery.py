@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from flows.catchers import ChatReceiver, MailCatcher
-from flows.stack import free_port
+from demo.catchers import ChatReceiver, MailCatcher
+from flows.local.stack import free_port
 from models.enums import (
     ConsentMethod,
     ConsentPurpose,
@@ -63,7 +63,7 @@ def settings_changed() -> None:
 
 
 def deliver(now: datetime):  # type: ignore[no-untyped-def]
-    from tasks.delivery import deliver_due
+    from tasks.drain import deliver_due
 
     return deliver_due(now=now)
 
@@ -106,7 +106,7 @@ def test_messages_arrive_as_mime_in_the_recipients_locale_and_the_code_works_onc
     assert "http://127.0.0.1:8686/a/" in body["text/html"]  # the approval page link
     assert "http://127.0.0.1:8686/a/" in body["text/plain"]  # in both parts
     # the code in the message is the one the step accepts, once
-    from tasks.submit import issued_code
+    from tasks.decisions.resume import issued_code
 
     found = re.search(r"one-time code: ([A-Z0-9]{8})", body["text/plain"])
     assert found is not None
@@ -255,7 +255,7 @@ def test_renewed_consent_lets_new_messages_about_the_person_through(
     store: Store, mail: MailCatcher
 ) -> None:
     from tasks.controls import renew_consent, withdraw_consent
-    from tasks.steps import activate_plan
+    from tasks.steps.implement import activate_plan
 
     settings_changed()
     clock = Clock()
@@ -395,7 +395,7 @@ def test_chat_bodies_match_each_services_format(
 ) -> None:
     from models.enums import ChatKind
     from models.tables import Stakeholder
-    from tasks.db import unit_of_work
+    from tasks.store.db import unit_of_work
 
     receiver = ChatReceiver(port=free_port()).start()
     monkeypatch.setenv("REMEDY_CHAT_OPS", url.format(port=receiver.port))
@@ -427,8 +427,8 @@ def test_chat_never_names_a_pseudonym_even_for_a_persons_milestone(
     from sqlmodel import select
 
     from models.tables import PlanAction, Stakeholder
-    from tasks.db import unit_of_work
-    from tasks.steps import activate_plan
+    from tasks.steps.implement import activate_plan
+    from tasks.store.db import unit_of_work
     from tests.integration.factories import to_implementing
 
     monkeypatch.delenv("REMEDY_SMTP_URL", raising=False)

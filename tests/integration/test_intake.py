@@ -55,8 +55,8 @@ def all_example_reports(examples: Path) -> list[Path]:
 def test_every_example_round_trips(
     store: Store, examples: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from tasks.cases import case_summary
     from tasks.intake import read_report
+    from tasks.store.cases import case_summary
 
     assert run_cli("directory", "load", str(examples / "stakeholders.yaml")) == 0
     reports = all_example_reports(examples)
@@ -114,8 +114,8 @@ def test_intake_is_one_transaction(store: Store, tmp_path: Path) -> None:
     """A failure after the case row was written leaves nothing behind."""
     from models.intake import ReportIn
     from models.tables import RemediationCase
-    from tasks.db import unit_of_work
     from tasks.intake import open_case
+    from tasks.store.db import unit_of_work
 
     report = ReportIn.model_validate(base_report())
     before = store.row_counts()
@@ -239,7 +239,7 @@ def test_unreadable_files_are_refused(
 def test_free_text_is_data(
     store: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from tasks.cases import reveal_identifying_data
+    from tasks.store.cases import reveal_identifying_data
 
     text = "{{ 7*7 }} {% raw %} <script>alert(1)</script> '; DROP TABLE allegation; --"
     assert (
@@ -268,7 +268,7 @@ def test_concurrent_intakes_of_one_report_open_one_case(store: Store, tmp_path: 
 
 def test_directory_load_is_idempotent(store: Store, examples: Path) -> None:
     from models.tables import Stakeholder
-    from tasks.db import read_only
+    from tasks.store.db import read_only
 
     assert run_cli("directory", "load", str(examples / "stakeholders.yaml")) == 0
     first = store.row_counts()

@@ -28,7 +28,7 @@ def test_db_upgrade_command_on_a_fresh_sqlite_file(tmp_path, monkeypatch, capsys
     get_settings.cache_clear()
     assert run_cli("db", "upgrade") == 0
     assert run_cli("db", "upgrade") == 0  # idempotent
-    from tasks.db import engine_for
+    from tasks.store.db import engine_for
 
     with engine_for(url).connect() as conn:
         diff = compare_metadata(

@@ -10,13 +10,18 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import select
 
-from flows.catchers import MailCatcher
-from flows.stack import free_port
+from demo.catchers import MailCatcher
+from flows.local.stack import free_port
 from models.enums import CaseState, DecisionKind, MilestoneStatus, NotificationChannel
 from models.tables import Notification, PlanAction
-from tasks.monitoring import check_case, completed_plans, find_due, move_to_closure
-from tasks.portfolio import plan_progress, portfolio
-from tasks.steps import activate_plan, decide_extension, request_extension, update_milestone
+from tasks.monitoring.sweep import check_case, completed_plans, find_due, move_to_closure
+from tasks.reports.portfolio import plan_progress, portfolio
+from tasks.steps.implement import (
+    activate_plan,
+    decide_extension,
+    request_extension,
+    update_milestone,
+)
 from tests.conftest import Store
 from tests.integration.factories import (
     LEAD,
@@ -60,7 +65,7 @@ def sweep(now: datetime) -> list[str]:
 def only_milestone(case: SampleCase, key: str, due: date) -> PlanAction:
     """Keep one milestone in play: every other one is due far in the future."""
     activate_plan(case.ref, now=case.clock.tick())
-    from tasks.db import unit_of_work
+    from tasks.store.db import unit_of_work
 
     with unit_of_work() as session:
         for action in session.exec(select(PlanAction).where(PlanAction.case_id == case.case().id)):
@@ -88,7 +93,7 @@ def notices(event: str) -> list[Notification]:
 def test_a_milestone_walks_through_due_soon_overdue_escalated_and_done(
     store: Store, mail: MailCatcher
 ) -> None:
-    from tasks.delivery import deliver_due
+    from tasks.drain import deliver_due
 
     case = to_implementing(Clock())
     key = "document-return"
@@ -228,7 +233,7 @@ def test_a_sweep_with_nothing_due_sends_nothing(store: Store) -> None:
 
 
 def test_a_completed_plan_moves_to_closure_once(store: Store) -> None:
-    from tasks.db import unit_of_work
+    from tasks.store.db import unit_of_work
 
     case = to_implementing(Clock())
     activate_plan(case.ref, now=case.clock.tick())

@@ -78,8 +78,8 @@ def test_canary_is_nowhere_in_clear_text(
         for f in store.path.parent.glob(store.path.name + "*"):  # the file, its WAL and SHM
             assert_clean(f.read_bytes().decode("latin-1"), f.name)
     # the identity is there, encrypted: reveal finds it, and the read is audited
-    from tasks.cases import case_summary, reveal_identifying_data
     from tasks.context import utcnow
+    from tasks.store.cases import case_summary, reveal_identifying_data
 
     events_before = case_summary(reference).audit_events
     revealed = reveal_identifying_data(

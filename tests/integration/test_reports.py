@@ -21,7 +21,7 @@ import yaml
 from cyclopts import App
 from sqlmodel import select
 
-from flows.report_cli import register
+from flows.cli.report import register
 from models.enums import (
     CaseEvent,
     DecisionKind,
@@ -30,25 +30,20 @@ from models.enums import (
     Step,
 )
 from models.tables import Lesson, PlanAction
-from tasks.cases import get_case
+from tasks.case_state import begin_case, move, open_step
 from tasks.context import current_policy
-from tasks.db import unit_of_work
-from tasks.decisions import DecisionView
+from tasks.decisions.requests import DecisionView
 from tasks.intake import open_case, read_report
-from tasks.reports import (
+from tasks.reports.lessons import (
     LessonsFigures,
     lessons_figures,
     render_lessons,
     svg_step_durations,
 )
-from tasks.steps import (
-    activate_plan,
-    begin_case,
-    draft_plan,
-    move,
-    open_step,
-    update_milestone,
-)
+from tasks.steps.implement import activate_plan, update_milestone
+from tasks.steps.plan import draft_plan
+from tasks.store.cases import get_case
+from tasks.store.db import unit_of_work
 from tests.conftest import Store
 from tests.integration.factories import (
     LEAD,

@@ -35,7 +35,6 @@ from models.enums import (
     Step,
     StepRunStatus,
 )
-from models.forms import FORMS
 from models.policy import remedy_role, response_level
 from models.tables import (
     ActionPlan,
@@ -53,19 +52,17 @@ from models.tables import (
     StepRun,
     VerificationFinding,
 )
+from tasks.case_state import begin_case, mark_handed_over, open_step, pending_handover
 from tasks.context import current_policy
 from tasks.intake import open_case, read_report
-from tasks.steps import (
+from tasks.steps.implement import (
     MilestoneResult,
     MilestoneUpdateError,
     activate_plan,
-    begin_case,
-    draft_plan,
-    mark_handed_over,
-    open_step,
-    pending_handover,
     update_milestone,
 )
+from tasks.steps.plan import draft_plan
+from tasks.steps.table import DECISIONS
 from tests.conftest import Store
 from tests.integration.factories import (
     ADVOCATE,
@@ -312,7 +309,7 @@ def test_the_sample_case_through_all_six_steps(store: Store) -> None:
         (CaseEvent.LESSONS_RECORDED, "closed", "lessons_captured"),
     ]
     taken = [e.details["kind"] for e in case.audit() if e.action == "decision.taken"]
-    assert taken == [k.value for k in FORMS]  # each kind of form, in the order of the steps
+    assert taken == [k.value for k in DECISIONS]  # each kind of form, in the order of the steps
     assert "decision.refused" not in case.actions()
     assert count(DecisionRequest, DecisionRequest.status == DecisionRequestStatus.WAITING) == 0
 

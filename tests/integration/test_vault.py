@@ -11,7 +11,7 @@ from cryptography.fernet import Fernet
 
 def _fresh() -> None:
     from models.settings import get_settings
-    from tasks.vault import _vault_for
+    from tasks.store.vault import _vault_for
 
     get_settings.cache_clear()
     _vault_for.cache_clear()
@@ -30,7 +30,7 @@ def test_key_init_creates_an_owner_only_file(
     content = key_file.read_text()
     assert run_cli("key", "init") == 0  # never overwrites
     assert key_file.read_text() == content
-    from tasks.vault import get_vault
+    from tasks.store.vault import get_vault
 
     vault = get_vault()
     assert vault.decrypt(vault.encrypt({"a": "b"})) == {"a": "b"}
@@ -40,7 +40,7 @@ def test_key_init_creates_an_owner_only_file(
 def test_world_readable_key_file_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tasks.vault import VaultError, get_vault
+    from tasks.store.vault import VaultError, get_vault
 
     monkeypatch.delenv("REMEDY_ENCRYPTION_KEY")
     key_file = tmp_path / "k.key"
@@ -53,7 +53,7 @@ def test_world_readable_key_file_is_refused(
 
 
 def test_missing_key_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    from tasks.vault import VaultError, get_vault
+    from tasks.store.vault import VaultError, get_vault
 
     monkeypatch.delenv("REMEDY_ENCRYPTION_KEY")
     _fresh()
@@ -62,7 +62,7 @@ def test_missing_key_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_key_rotation_reads_old_data(monkeypatch: pytest.MonkeyPatch) -> None:
-    from tasks.vault import VaultError, get_vault
+    from tasks.store.vault import VaultError, get_vault
 
     old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
     monkeypatch.setenv("REMEDY_ENCRYPTION_KEY", old)
@@ -80,7 +80,7 @@ def test_key_rotation_reads_old_data(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_keyed_hash_does_not_reveal_input(monkeypatch: pytest.MonkeyPatch) -> None:
     import hashlib
 
-    from tasks.vault import get_vault
+    from tasks.store.vault import get_vault
 
     vault = get_vault()
     assert vault.keyed_hash(b"abc") == vault.keyed_hash(b"abc")

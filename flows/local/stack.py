@@ -1,0 +1,191 @@
+"""A local Remedy stack: a Prefect server on 127.0.0.1 and a runner serving the deployments.
+
+Used by `remedy up` (kept running), `make demo` (stopped at the end) and the end-to-end tests (one
+per test session). Each part is a child process with its own log file under `home/logs`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import httpx
+
+QUIET_PREFECT = {
+    # there is no outside network here, and telemetry on a SQLite server caused lock errors
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "1",
+    "PREFECT_CLOUD_ENABLE_ORCHESTRATION_TELEMETRY": "false",
+}
+
+
+class StackError(RuntimeError):
+    """A part of the local stack did not start."""
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def port_open(port: int) -> bool:
+    """Tell whether something listens on 127.0.0.1:port."""
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def api_healthy(api_url: str, timeout: float = 2.0) -> bool:
+    """Tell whether a Prefect API answers its health check."""
+    try:
+        return httpx.get(f"{api_url}/health", timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _page_healthy(base: str) -> bool:
+    try:
+        return httpx.get(f"{base}/healthz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@dataclass
+class LocalStack:
+    """The processes of a local stack and how to reach them."""
+
+    home: Path
+    port: int = 4200
+    server_database_url: str | None = None  # postgresql+asyncpg://… ; default: SQLite in home
+    poll_seconds: int = 2
+    approval_port: int = 8686
+    extra_env: dict[str, str] = field(default_factory=dict)
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    _logs: list[IO[bytes]] = field(default_factory=list)
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api"
+
+    @property
+    def ui_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def client_env(self) -> dict[str, str]:
+        """Return the environment for any process that talks to this stack's server."""
+        env = dict(os.environ)
+        env.update(QUIET_PREFECT)
+        env.update(
+            {
+                "PREFECT_API_URL": self.api_url,
+                "PREFECT_UI_URL": self.ui_url,
+                "PREFECT_RUNNER_POLL_FREQUENCY": str(self.poll_seconds),
+                "PREFECT_LOGGING_LEVEL": env.get("PREFECT_LOGGING_LEVEL", "INFO"),
+            }
+        )
+        env.update(self.extra_env)
+        return env
+
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> None:
+        logs = self.home / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        log = (logs / f"{name}.log").open("ab")
+        self._logs.append(log)
+        self.processes[name] = subprocess.Popen(
+            argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def start_server(self, timeout: float = 120.0) -> str:
+        """Start a Prefect server on 127.0.0.1 and wait until its API answers."""
+        if port_open(self.port):
+            raise StackError(f"127.0.0.1:{self.port} is taken; choose another port")
+        env = self.client_env()
+        prefect_home = self.home / "prefect"
+        prefect_home.mkdir(parents=True, exist_ok=True)
+        env["PREFECT_HOME"] = str(prefect_home)
+        env.pop("PREFECT_API_URL", None)
+        env["PREFECT_UI_API_URL"] = self.api_url  # the UI in the browser calls this port
+        if self.server_database_url:
+            env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = self.server_database_url
+        else:
+            env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = (
+                f"sqlite+aiosqlite:///{prefect_home / 'prefect.db'}"
+            )
+        argv = [sys.executable, "-m", "prefect", "server", "start"]
+        argv += ["--host", "127.0.0.1", "--port", str(self.port), "--analytics-off"]
+        self._spawn("prefect-server", argv, env)
+        self._wait("prefect-server", lambda: api_healthy(self.api_url), timeout)
+        return self.api_url
+
+    def start_runner(self, timeout: float = 120.0) -> None:
+        """Start the runner serving every deployment, and wait until they are registered."""
+        self._spawn("runner", [sys.executable, "-m", "flows.serve"], self.client_env())
+        self._wait("runner", self._deployments_registered, timeout)
+
+    def start_approval_page(self, timeout: float = 60.0, *, port: int | None = None) -> str:
+        """Start the approval page on 127.0.0.1 and wait until it answers; return its address."""
+        port = port or self.approval_port
+        if port_open(port):
+            raise StackError(f"127.0.0.1:{port} is taken; choose another port")
+        base = f"http://127.0.0.1:{port}"
+        env = self.client_env()
+        env["REMEDY_APPROVAL_PORT"] = str(port)
+        # links and the page's origin check name this address unless the operator set another
+        env.setdefault("REMEDY_APPROVAL_BASE_URL", base)
+        self._spawn("approval-page", [sys.executable, "-m", "flows.web.app"], env)
+        self._wait("approval-page", lambda: _page_healthy(base), timeout)
+        return base
+
+    def _deployments_registered(self) -> bool:
+        from tasks.orchestration.runs import STEP_FLOWS
+
+        try:
+            resp = httpx.post(f"{self.api_url}/deployments/count", json={}, timeout=2)
+            return (
+                resp.status_code == 200 and int(resp.json()) >= len(STEP_FLOWS) + 3
+            )  # + entry, drain, sweep
+        except (httpx.HTTPError, ValueError):
+            return False
+
+    def _wait(self, name: str, ready: object, timeout: float) -> None:
+        assert callable(ready)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            proc = self.processes[name]
+            if proc.poll() is not None:
+                raise StackError(f"{name} exited with {proc.returncode}; see {self.log(name)}")
+            if ready():
+                return
+            time.sleep(0.3)
+        raise StackError(f"{name} was not ready after {timeout:.0f} s; see {self.log(name)}")
+
+    def log(self, name: str) -> Path:
+        return self.home / "logs" / f"{name}.log"
+
+    def stop(self, name: str | None = None, *, sig: int = signal.SIGTERM) -> None:
+        """Stop one part (or all, runner first) and wait for it to exit."""
+        names = [name] if name else sorted(self.processes, key=lambda n: n != "runner")
+        for n in names:
+            proc = self.processes.pop(n, None)
+            if proc is None or proc.poll() is not None:
+                continue
+            os.killpg(proc.pid, sig)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+        if name is None:
+            for log in self._logs:
+                log.close()
+            self._logs.clear()

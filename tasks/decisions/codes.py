@@ -1,0 +1,158 @@
+"""One-time approval codes and approval-page links for a waiting decision, and what every message
+about a waiting decision says. A code is stored only as a keyed hash; it travels encrypted to the
+delivery task, which alone can read it.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlmodel import Session, select
+
+from models.enums import (
+    LinkPurpose,
+    NotificationEvent,
+)
+from models.policy import Policy
+from models.tables import (
+    ApprovalCode,
+    ApprovalLink,
+    DecisionRequest,
+    RemediationCase,
+    Stakeholder,
+)
+from notifications.outbox import notify
+from tasks.context import current_routing
+from tasks.store.links import create_link
+from tasks.store.vault import Vault
+
+CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O or 1/I to misread
+
+
+CODE_LENGTH = 8
+
+
+def new_code() -> str:
+    """Return a fresh one-time approval code."""
+    return "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
+
+
+def code_hash(vault: Vault, stakeholder_id: uuid.UUID, code: str) -> str:
+    """Hash a code for one stakeholder (keyed: a copied table does not reveal codes)."""
+    normalised = code.strip().upper().replace("-", "").replace(" ", "")
+    return vault.keyed_hash(f"approval:{stakeholder_id}:{normalised}".encode())
+
+
+def issue_codes(
+    session: Session,
+    *,
+    case: RemediationCase,
+    request: DecisionRequest,
+    approvers: list[Stakeholder],
+    policy: Policy,
+    vault: Vault,
+    now: datetime,
+    carry_from: DecisionRequest | None = None,
+) -> dict[uuid.UUID, uuid.UUID]:
+    """Give each approver a code and an approval-page link for this request.
+
+    An unused, unexpired code carries over from the round this one replaces (with a new link
+    for the new round); a fresh code is sent in a decision_requested message. Returns the
+    approvers' link ids.
+    """
+    previous: dict[uuid.UUID, ApprovalCode] = {}
+    old_links: dict[uuid.UUID, ApprovalLink] = {}
+    if carry_from is not None:
+        for code_row in session.exec(
+            select(ApprovalCode).where(ApprovalCode.request_id == carry_from.id)
+        ).all():
+            previous[code_row.stakeholder_id] = code_row
+        for link in session.exec(
+            select(ApprovalLink).where(ApprovalLink.request_id == carry_from.id)
+        ).all():
+            old_links[link.stakeholder_id] = link
+    ttl = timedelta(hours=policy.approvals.code_ttl_hours)
+    links: dict[uuid.UUID, uuid.UUID] = {}
+    fresh: list[Stakeholder] = []
+    private: dict[uuid.UUID, dict[str, Any]] = {}
+    for person in approvers:
+        old = previous.get(person.id)
+        if old is not None and old.used_at is None and old.expires_at > now:
+            session.add(
+                ApprovalCode(
+                    request_id=request.id,
+                    stakeholder_id=person.id,
+                    code_hash=old.code_hash,
+                    expires_at=old.expires_at,
+                )
+            )
+            old_link = old_links.get(person.id)
+            if old_link is not None and old_link.code_ciphertext:
+                link = create_link(
+                    session,
+                    purpose=LinkPurpose.DECIDE,
+                    case_id=case.id,
+                    stakeholder_id=person.id,
+                    request_id=request.id,
+                    now=now,
+                    expires_at=old.expires_at,
+                )
+                link.code_ciphertext = old_link.code_ciphertext
+                links[person.id] = link.id
+            continue
+        code = new_code()
+        session.add(
+            ApprovalCode(
+                request_id=request.id,
+                stakeholder_id=person.id,
+                code_hash=code_hash(vault, person.id, code),
+                expires_at=now + ttl,
+            )
+        )
+        link = create_link(
+            session,
+            purpose=LinkPurpose.DECIDE,
+            case_id=case.id,
+            stakeholder_id=person.id,
+            request_id=request.id,
+            now=now,
+            expires_at=now + ttl,
+            code=code,
+        )
+        links[person.id] = link.id
+        fresh.append(person)
+        # the code travels encrypted and is readable only by the delivery task
+        private[person.id] = {
+            "link_id": str(link.id),
+            "code_ciphertext": vault.encrypt({"code": code}),
+            "code_expires_at": (now + ttl).isoformat(),
+        }
+    if fresh:
+        notify(
+            session,
+            routing=current_routing(),
+            event=NotificationEvent.DECISION_REQUESTED,
+            case=case,
+            key=f"decision-requested:{request.id}",
+            now=now,
+            approvers=fresh,
+            private=private,
+            context=request_context(case, request),
+        )
+    return links
+
+
+def request_context(case: RemediationCase, request: DecisionRequest) -> dict[str, Any]:
+    """What every message about a waiting decision says (references only)."""
+    return {
+        "case_ref": case.reference,
+        "step": request.step,
+        "kind": request.kind.value,
+        "round": request.round,
+        "due_at": request.due_at.isoformat() if request.due_at else None,
+        "flow_run_id": str(request.flow_run_id) if request.flow_run_id else None,
+        "request_id": str(request.id),
+    }

@@ -1,0 +1,112 @@
+"""Submitting a decision the way the Prefect UI does: resume the suspended run with the form.
+
+Used by `remedy decide`, the approval page and scripted stakeholders. The server checks the form
+against its JSON schema only; the step itself checks code, role and rules after it resumes.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import StateType
+from prefect.client.schemas.responses import SetStateStatus
+from prefect.exceptions import ObjectNotFound
+from sqlmodel import col, select
+
+from models.enums import DecisionRequestStatus, LinkPurpose
+from models.tables import ApprovalLink, DecisionRequest, Stakeholder
+from tasks.store.db import read_only
+from tasks.store.vault import get_vault
+
+
+class SubmitFailedError(RuntimeError):
+    """The submission could not be delivered to the waiting run; the message says why."""
+
+
+def waiting_run_ready(request: DecisionRequest) -> bool:
+    """Tell whether the request's run is suspended on the request's key with its form saved."""
+    if request.flow_run_id is None:
+        return False
+    with get_client(sync_client=True) as client:
+        try:
+            run = client.read_flow_run(request.flow_run_id)
+        except ObjectNotFound:
+            return False
+    state = run.state
+    return bool(
+        state is not None
+        and state.type == StateType.PAUSED
+        and state.state_details.pause_key == request.suspend_key
+        and state.state_details.run_input_keyset
+    )
+
+
+def load_request(request_id: uuid.UUID) -> DecisionRequest:
+    """Read a decision request from the store."""
+    with read_only() as session:
+        request = session.get(DecisionRequest, request_id)
+        if request is None:
+            raise SubmitFailedError(f"no decision request {request_id}")
+        return request
+
+
+def submit_decision(
+    request_id: uuid.UUID,
+    values: dict[str, Any],
+    *,
+    wait_seconds: float = 60.0,
+) -> uuid.UUID:
+    """Resume the run waiting for a request with the form values; return the run's id.
+
+    Waits (up to wait_seconds) for the run to be suspended on this request with its form saved,
+    and retries a REJECT that arrives in the moment between suspension and the form being saved.
+    """
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        request = load_request(request_id)
+        if request.status != DecisionRequestStatus.WAITING:
+            raise SubmitFailedError("this decision is not waiting any more (taken or superseded)")
+        if waiting_run_ready(request):
+            break
+        if time.monotonic() > deadline:
+            raise SubmitFailedError(
+                "the run waiting for this decision is not suspended on it; "
+                "`remedy doctor` lists runs that were lost"
+            )
+        time.sleep(0.5)
+    assert request.flow_run_id is not None
+    with get_client(sync_client=True) as client:
+        while True:
+            result = client.resume_flow_run(request.flow_run_id, run_input=values)
+            if result.status == SetStateStatus.ACCEPT:
+                return request.flow_run_id
+            reason = getattr(result.details, "reason", None)
+            retry = result.status in (SetStateStatus.REJECT, SetStateStatus.WAIT)
+            if not retry or time.monotonic() > deadline:
+                raise SubmitFailedError(f"Prefect did not accept the submission: {reason}")
+            time.sleep(1.0)
+
+
+def issued_code(request_id: uuid.UUID, stakeholder_key: str) -> str | None:
+    """Return the code issued to one approver for a request (scripts and the demo).
+
+    A real approver reads it in their message; a scripted one reads what the same message was
+    made from: the approver's approval-page link, which keeps the code encrypted until used.
+    """
+    with read_only() as session:
+        link = session.exec(
+            select(ApprovalLink)
+            .join(Stakeholder, col(Stakeholder.id) == col(ApprovalLink.stakeholder_id))
+            .where(
+                ApprovalLink.request_id == request_id,
+                ApprovalLink.purpose == LinkPurpose.DECIDE,
+                Stakeholder.key == stakeholder_key,
+            )
+        ).first()
+    if link is None or link.code_ciphertext is None:
+        return None
+    code: str = get_vault().decrypt(link.code_ciphertext)["code"]
+    return code

@@ -1,0 +1,310 @@
+"""Draining the outbox: claim due messages, render, send through apprise, record each attempt.
+
+The guarantee is at-least-once. A message is claimed (a lease) and its attempt counted before it
+is sent, and recorded as delivered after; if the process dies in between, the lease runs out and
+a later drain sends it again, so a crash can duplicate at most the messages in flight, each
+carrying the same idempotency key (header X-Remedy-Key) for the receiver to drop a repeat.
+Failures back off exponentially and stop after `delivery_max_attempts` (audited).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import BaseModel
+from sqlmodel import col, or_, select
+
+from models.enums import (
+    ChatKind,
+    ConsentPurpose,
+    EmailFormat,
+    NotificationChannel,
+    NotificationStatus,
+)
+from models.settings import get_settings
+from models.tables import (
+    ApprovalLink,
+    Notification,
+    RemediationCase,
+    Stakeholder,
+)
+from notifications.render import Rendered, message_format, render
+from notifications.send import DeliveryFailedError, chat_url, email_url, send
+from tasks.store.audit import SYSTEM_CHAIN, append_audit
+from tasks.store.consent import withdrawn_people
+from tasks.store.db import is_postgres, read_only, unit_of_work
+from tasks.store.links import link_url
+from tasks.store.vault import get_vault
+
+# Every template may name these; a message without them renders them as absent.
+BASE_CONTEXT: dict[str, Any] = {
+    "approval_link": None,
+    "progress_link": None,
+    "ui_link": None,
+    "code": None,
+    "code_expires_at": None,
+    "narrative": None,
+    "case_view_link": None,
+    "visibility": "minimal",
+    "step": 1,
+}
+LEASE = timedelta(minutes=2)
+BATCH = 25
+MAX_BACKOFF = timedelta(hours=1)
+SENSITIVE = ("code_ciphertext", "sealed")
+
+
+class DeliveryReport(BaseModel):
+    """What one drain did."""
+
+    claimed: int = 0
+    delivered: int = 0
+    failed: int = 0  # this attempt failed; retried later
+    gave_up: int = 0  # out of attempts
+    suppressed: int = 0
+
+
+@dataclass
+class Prepared:
+    """A claimed message, rendered and addressed (the URL is a secret: never logged)."""
+
+    id: uuid.UUID
+    channel: NotificationChannel
+    url: str = field(repr=False)
+    rendered: Rendered
+
+
+def claim_due(
+    *, now: datetime, limit: int = 200, case_id: uuid.UUID | None = None
+) -> list[uuid.UUID]:
+    """Take a lease on due messages and count the attempt; return their ids."""
+    with unit_of_work() as session:
+        query = (
+            select(Notification)
+            .where(
+                Notification.status == NotificationStatus.PENDING,
+                col(Notification.next_attempt_at) <= now,
+                or_(
+                    col(Notification.claimed_until).is_(None),
+                    col(Notification.claimed_until) < now,
+                ),
+            )
+            .order_by(col(Notification.created_at))
+            .limit(limit)
+        )
+        if case_id is not None:
+            query = query.where(Notification.case_id == case_id)
+        if is_postgres(session):
+            query = query.with_for_update(skip_locked=True)  # parallel drains share the work
+        rows = session.exec(query).all()
+        for row in rows:
+            row.claimed_until = now + LEASE
+            row.attempts += 1
+            session.add(row)
+        return [r.id for r in rows]
+
+
+def _withdrawn(case_id: uuid.UUID | None, mentions: list[str]) -> bool:
+    if not mentions or case_id is None:
+        return False
+    with read_only() as session:
+        stopped = withdrawn_people(
+            session, case_id, [ConsentPurpose.CASE_HANDLING, ConsentPurpose.CONTACT]
+        )
+    return bool(stopped & set(mentions))
+
+
+def _secret(ref: str) -> str:
+    """Read a chat webhook URL from where the stakeholder's record says it is kept."""
+    kind, _, name = ref.partition(":")
+    if kind == "env":
+        value = os.environ.get(name)
+        if not value:
+            raise DeliveryFailedError(f"the chat secret {ref} is not set")
+        return value
+    if kind == "block":
+        from prefect.blocks.system import Secret
+
+        try:
+            value = Secret.load(name).get()  # type: ignore[union-attr]
+        except ValueError:
+            raise DeliveryFailedError(f"the chat secret {ref} does not exist") from None
+        return str(value)
+    raise DeliveryFailedError("the chat secret reference is neither env: nor block:")
+
+
+def render_context(row: Notification, case_ref: str | None, now: datetime) -> dict[str, Any]:
+    """Everything a template may use: the stored context, decrypted parts and links."""
+    from tasks.orchestration.runs import flow_run_link, ui_url
+
+    vault = get_vault()
+    ctx: dict[str, Any] = dict(BASE_CONTEXT)
+    ctx.update({k: v for k, v in row.context.items() if k not in SENSITIVE and k != "link_id"})
+    if row.context.get("code_ciphertext"):
+        ctx["code"] = vault.decrypt(row.context["code_ciphertext"])["code"]
+    if row.context.get("sealed"):
+        ctx["narrative"] = vault.decrypt(row.context["sealed"])
+    if row.context.get("link_id"):
+        with read_only() as session:
+            link = session.get(ApprovalLink, uuid.UUID(row.context["link_id"]))
+        if link is not None and link.expires_at > now:
+            key = "approval_link" if link.purpose.value == "decide" else "progress_link"
+            ctx[key] = link_url(link.id, link.expires_at)
+    if row.context.get("flow_run_id"):
+        ctx["ui_link"] = flow_run_link(uuid.UUID(row.context["flow_run_id"]))
+    base = ui_url()
+    if base and case_ref:
+        ctx["case_view_link"] = f"{base.rstrip('/')}/artifacts/key/case-{case_ref.lower()}"
+    return ctx
+
+
+@dataclass
+class Claimed:
+    """A claimed message with what delivering and recording it need (read once)."""
+
+    row: Notification
+    person: Stakeholder
+    chain: str  # the audit chain: the case reference, or the system chain
+    case_ref: str | None
+
+
+def load(notification_id: uuid.UUID) -> Claimed | None:
+    """Read a claimed message, its recipient and its case; None if it is not pending any more."""
+    with read_only() as session:
+        row = session.get(Notification, notification_id)
+        if row is None or row.status != NotificationStatus.PENDING:
+            return None
+        person = session.get(Stakeholder, row.recipient_id)
+        case = session.get(RemediationCase, row.case_id) if row.case_id else None
+    assert person is not None
+    ref = case.reference if case else None
+    return Claimed(row=row, person=person, chain=ref or SYSTEM_CHAIN, case_ref=ref)
+
+
+def prepare(claimed: Claimed, *, now: datetime) -> Prepared:
+    """Render and address a claimed message (raises DeliveryFailedError if it cannot be)."""
+    row, person = claimed.row, claimed.person
+    context = render_context(row, claimed.case_ref, now)
+    if row.channel == NotificationChannel.EMAIL:
+        settings = get_settings()
+        if settings.smtp_url is None or not person.email:
+            raise DeliveryFailedError("email: no SMTP server is configured (REMEDY_SMTP_URL)")
+        fmt = message_format(row.channel, html=person.email_format == EmailFormat.HTML)
+        url = email_url(
+            settings.smtp_url.get_secret_value(), to=person.email, key=row.idempotency_key
+        )
+    else:
+        if not (person.chat_kind and person.chat_secret_ref):
+            raise DeliveryFailedError("chat: the recipient has no chat webhook")
+        fmt = "md"
+        url = chat_url(
+            _secret(person.chat_secret_ref),
+            kind=ChatKind(person.chat_kind),
+            key=row.idempotency_key,
+        )
+    rendered = render(row.template, fmt=fmt, locale=row.locale, context=context)
+    return Prepared(id=row.id, channel=row.channel, url=url, rendered=rendered)
+
+
+def record(claimed: Claimed, *, now: datetime, error: str | None, suppressed: bool = False) -> str:
+    """Record one attempt's outcome; return delivered / failed / gave_up / suppressed."""
+    settings = get_settings()
+    with unit_of_work() as session:
+        row = session.exec(
+            select(Notification).where(Notification.id == claimed.row.id).with_for_update()
+        ).one()
+        details = {
+            "event": row.event,
+            "channel": row.channel.value,
+            "recipient": claimed.person.key,
+            "attempts": row.attempts,
+        }
+        row.claimed_until = None
+        if suppressed:
+            row.status, outcome = NotificationStatus.SUPPRESSED, "suppressed"
+            row.context = {k: v for k, v in row.context.items() if k not in SENSITIVE}
+            action = "notification.suppressed"
+        elif error is None:
+            row.status, row.delivered_at, outcome = NotificationStatus.DELIVERED, now, "delivered"
+            row.last_error = None
+            # what only the delivery needed (codes, narrative) leaves the store with it
+            row.context = {k: v for k, v in row.context.items() if k not in SENSITIVE}
+            action = "notification.sent"
+        else:
+            row.last_error = error[:500]
+            if row.attempts >= settings.delivery_max_attempts:
+                row.status, outcome, action = (
+                    NotificationStatus.FAILED,
+                    "gave_up",
+                    "notification.failed",
+                )
+                details["error"] = row.last_error
+            else:
+                delay = timedelta(
+                    seconds=settings.delivery_backoff_seconds * 2 ** (row.attempts - 1)
+                )
+                row.next_attempt_at = now + min(delay, MAX_BACKOFF)
+                outcome, action = "failed", ""
+        session.add(row)
+        if action:
+            append_audit(
+                session,
+                chain=claimed.chain,
+                actor="system:delivery",
+                action=action,
+                at=now,
+                subject_type="notification",
+                subject_id=str(row.id),
+                details=details,
+            )
+        return outcome
+
+
+def deliver_one(notification_id: uuid.UUID, *, now: datetime) -> str:
+    """Send one claimed message and record the attempt."""
+    claimed = load(notification_id)
+    if claimed is None:
+        return "skipped"
+    if _withdrawn(claimed.row.case_id, list(claimed.row.mentions)):
+        return record(claimed, now=now, error=None, suppressed=True)
+    try:
+        prepared = prepare(claimed, now=now)
+        send(
+            prepared.url,
+            channel=prepared.channel.value,
+            subject=prepared.rendered.subject,
+            body=prepared.rendered.body,
+            fmt=prepared.rendered.format,
+        )
+    except DeliveryFailedError as exc:
+        return record(claimed, now=now, error=str(exc))
+    return record(claimed, now=now, error=None)
+
+
+def deliver_due(*, now: datetime, limit: int = 200, case_ref: str | None = None) -> DeliveryReport:
+    """Deliver what is due (of one case, or all), up to limit messages."""
+    case_id = None
+    if case_ref is not None:
+        with read_only() as session:
+            case = session.exec(
+                select(RemediationCase).where(RemediationCase.reference == case_ref)
+            ).first()
+            if case is None:
+                return DeliveryReport()
+            case_id = case.id
+    report = DeliveryReport()
+    while report.claimed < limit:
+        # small batches: a lease covers a batch's sending many times over
+        ids = claim_due(now=now, limit=min(BATCH, limit - report.claimed), case_id=case_id)
+        if not ids:
+            break
+        report.claimed += len(ids)
+        for notification_id in ids:
+            outcome = deliver_one(notification_id, now=now)
+            if outcome in ("delivered", "failed", "gave_up", "suppressed"):
+                setattr(report, outcome, getattr(report, outcome) + 1)
+    return report

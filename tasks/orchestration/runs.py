@@ -1,0 +1,157 @@
+"""Talking to Prefect: starting the next step's run, checking runs, emitting the closure event."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import FlowRun
+from prefect.deployments import run_deployment
+from prefect.events import emit_event
+from prefect.exceptions import ObjectNotFound
+from prefect.input.run_input import read_flow_run_input
+from prefect.settings import get_current_settings
+from prefect.states import Cancelled
+
+from models.enums import Step
+from tasks.case_state import mark_handed_over, pending_handover
+
+# Each step is a deployment named after its flow ("<flow>/<deployment>").
+STEP_FLOWS: dict[Step, str] = {
+    Step.VERIFY: "verify-allegation",
+    Step.RESPOND: "determine-response",
+    Step.PLAN: "design-action-plan",
+    Step.IMPLEMENT: "implement-and-monitor",
+    Step.CLOSE: "close-incident",
+    Step.LESSONS: "capture-lessons",
+}
+ENTRY_FLOW = "remediation-case"
+CASE_CLOSED_EVENT = "remedy.case.closed"
+
+
+def deployment_name(flow: str) -> str:
+    """Return the full name of a flow's deployment (deployments are named after their flows)."""
+    return f"{flow}/{flow}"
+
+
+def case_tags(case_ref: str, step: Step | None = None) -> list[str]:
+    """Return the tags that let the UI filter runs by case (and step)."""
+    tags = [f"case:{case_ref}"]
+    if step is not None:
+        tags.append(f"step:{int(step)}")
+    return tags
+
+
+def read_run(flow_run_id: uuid.UUID) -> FlowRun | None:
+    """Return a flow run, or None if Prefect no longer has it."""
+    with get_client(sync_client=True) as client:
+        try:
+            return client.read_flow_run(flow_run_id)
+        except ObjectNotFound:
+            return None
+
+
+def run_is_alive(flow_run_id: uuid.UUID) -> bool:
+    """Tell whether a flow run can still go on (scheduled, running or waiting for a decision)."""
+    run = read_run(flow_run_id)
+    return run is not None and run.state is not None and not run.state.is_final()
+
+
+def start_flow(flow: str, case_ref: str, *, idempotency_key: str, step: Step | None) -> uuid.UUID:
+    """Create a top-level run of a deployment for a case; a repeated key returns the same run."""
+    run: FlowRun = run_deployment(  # type: ignore[assignment,call-arg]
+        deployment_name(flow),
+        parameters={"case_ref": case_ref},
+        as_subflow=False,
+        idempotency_key=idempotency_key,
+        timeout=0,
+        tags=case_tags(case_ref, step),
+        _sync=True,  # also when called beside an event loop (the approval page, a browser)
+    )
+    return run.id
+
+
+def tag_run(flow_run_id: uuid.UUID, case_ref: str, step: Step | None) -> None:
+    """Make sure a run carries the case's tags, however it was started (trigger, UI, CLI)."""
+    wanted = case_tags(case_ref, step)
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(flow_run_id)
+        if not set(wanted) <= set(run.tags):
+            client.update_flow_run(flow_run_id, tags=sorted({*run.tags, *wanted}))
+
+
+def submitted_input(flow_run_id: uuid.UUID, suspend_key: str) -> dict[str, Any] | None:
+    """Return the form a person submitted to a run suspended on a key, if the run kept one.
+
+    A run killed after it was resumed but before it recorded the decision leaves the person's
+    submission behind; the run that takes over the step reads it here instead of asking again.
+    """
+    try:
+        value = read_flow_run_input(
+            key=f"suspended-{suspend_key}-response", flow_run_id=flow_run_id
+        )
+    except ObjectNotFound:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def cancel_waiting_runs(flow_run_ids: list[uuid.UUID], *, why: str) -> int:
+    """Cancel runs still suspended on decisions that were cancelled; return how many were.
+
+    A suspended run holds no process, so its state is set directly; runs that are running or
+    finished are left alone (a running one finds its step gone and ends by itself).
+    """
+    cancelled = 0
+    with get_client(sync_client=True) as client:
+        for flow_run_id in flow_run_ids:
+            try:
+                run = client.read_flow_run(flow_run_id)
+            except ObjectNotFound:
+                continue
+            if run.state is None or not run.state.is_paused():
+                continue
+            client.set_flow_run_state(flow_run_id, Cancelled(message=why), force=True)
+            cancelled += 1
+    return cancelled
+
+
+def emit_case_closed(case_ref: str) -> None:
+    """Announce a closure; the capture-lessons deployment is triggered by this event."""
+    emit_event(
+        event=CASE_CLOSED_EVENT,
+        resource={
+            "prefect.resource.id": f"remedy.case.{case_ref.lower()}",
+            "remedy.case.reference": case_ref,
+        },
+        payload={"case_ref": case_ref},
+    )
+
+
+def hand_over(case_ref: str, *, now: datetime) -> str | None:
+    """Start the run for the step the case is in now, if nobody has (idempotent by key)."""
+    pending = pending_handover(case_ref)
+    if pending is None:
+        return None
+    flow = STEP_FLOWS[pending.step]
+    if pending.step == Step.LESSONS:
+        emit_case_closed(case_ref)
+        mark_handed_over(case_ref, pending.step, pending.entry, None, now=now)
+        return CASE_CLOSED_EVENT
+    run_id = start_flow(flow, case_ref, idempotency_key=pending.idempotency_key, step=pending.step)
+    mark_handed_over(case_ref, pending.step, pending.entry, run_id, now=now)
+    return flow
+
+
+def ui_url() -> str | None:
+    """Return the Prefect UI's address, if one is configured."""
+    return get_current_settings().ui_url
+
+
+def flow_run_link(flow_run_id: uuid.UUID | None) -> str | None:
+    """Return the UI page of a flow run (where a waiting decision's Resume form is)."""
+    base = ui_url()
+    if base is None or flow_run_id is None:
+        return None
+    return f"{base.rstrip('/')}/runs/flow-run/{flow_run_id}"

@@ -1,0 +1,106 @@
+"""The Prefect tasks the step flows call: each wraps one plain unit of work of `tasks`.
+
+The plain functions take `now` and the current run explicitly so tests can call them directly;
+these wrappers supply them, and retry what touches the case store or the Prefect API.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from prefect.runtime import flow_run
+
+from models.enums import DecisionKind, Step
+from tasks.case_state import StepContext, begin_case, open_step, step_run_binding
+from tasks.context import utcnow
+from tasks.decisions.requests import Pending, prepare_decision
+from tasks.decisions.submissions import SubmissionResult, record_submission
+from tasks.drain import DeliveryReport, deliver_due
+from tasks.orchestration.retrying import remedy_task
+from tasks.orchestration.runs import hand_over, run_is_alive, submitted_input, tag_run
+from tasks.reports.case_view import publish_case_view
+from tasks.steps.implement import activate_plan
+from tasks.steps.plan import draft_plan
+
+
+def current_run_id() -> uuid.UUID | None:
+    """Return the id of the flow run this code runs in."""
+    run_id = flow_run.get_id()
+    return uuid.UUID(str(run_id)) if run_id else None
+
+
+def _begin_case(case_ref: str) -> StepContext:
+    return begin_case(case_ref, now=utcnow())
+
+
+def _open_step(case_ref: str, step: Step) -> StepContext:
+    run_id = current_run_id()
+    if run_id is not None:
+        tag_run(run_id, case_ref, step)
+    bound = step_run_binding(case_ref, step)
+    alive = bound is not None and bound != run_id and run_is_alive(bound)
+    return open_step(case_ref, step, flow_run_id=run_id, now=utcnow(), other_run_alive=alive)
+
+
+def _prepare_decision(
+    case_ref: str,
+    kind: DecisionKind,
+    scope: str,
+    exclude: list[uuid.UUID] | None = None,
+    step: Step | None = None,
+) -> Pending:
+    return prepare_decision(
+        case_ref,
+        kind,
+        scope=scope,
+        flow_run_id=current_run_id(),
+        now=utcnow(),
+        exclude_approvers=exclude,
+        step=int(step) if step is not None else None,
+    )
+
+
+def _record_submission(request_id: uuid.UUID, submission: dict[str, Any]) -> SubmissionResult:
+    return record_submission(request_id, submission, now=utcnow())
+
+
+def _publish_case_view(case_ref: str) -> None:
+    publish_case_view(case_ref, now=utcnow())
+
+
+def _hand_over(case_ref: str) -> str | None:
+    return hand_over(case_ref, now=utcnow())
+
+
+def _draft_plan(case_ref: str) -> int:
+    return draft_plan(case_ref, now=utcnow())
+
+
+def _activate_plan(case_ref: str) -> int:
+    return activate_plan(case_ref, now=utcnow())
+
+
+submitted_input_task = remedy_task(submitted_input, name="recover-submission")
+
+
+def _deliver_case(case_ref: str, now: datetime | None = None) -> int:
+    # a sweep run for a chosen moment delivers what it wrote as of that moment
+    return deliver_due(now=max(now, utcnow()) if now else utcnow(), case_ref=case_ref).delivered
+
+
+def _deliver_all(limit: int = 2000) -> DeliveryReport:
+    return deliver_due(now=utcnow(), limit=limit)
+
+
+deliver_case_task = remedy_task(_deliver_case, name="deliver-case-notifications", retries=2)
+deliver_all_task = remedy_task(_deliver_all, name="deliver-notifications", retries=2)
+begin_case_task = remedy_task(_begin_case, name="begin-case")
+open_step_task = remedy_task(_open_step, name="open-step")
+prepare_decision_task = remedy_task(_prepare_decision, name="prepare-decision")
+record_decision_task = remedy_task(_record_submission, name="record-decision")
+publish_case_view_task = remedy_task(_publish_case_view, name="publish-case-view")
+hand_over_task = remedy_task(_hand_over, name="start-next-step")
+draft_plan_task = remedy_task(_draft_plan, name="draft-plan")
+activate_plan_task = remedy_task(_activate_plan, name="activate-milestones")

@@ -1,0 +1,58 @@
+"""The Prefect tasks of the monitoring sweep (each wraps a plain unit of work)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from tasks.context import utcnow
+from tasks.monitoring.reconcile import Repair, reconcile
+from tasks.monitoring.sweep import (
+    CaseCheck,
+    DueItem,
+    SweepPlan,
+    check_case,
+    completed_plans,
+    find_due,
+    move_to_closure,
+)
+from tasks.orchestration.retrying import remedy_task
+from tasks.orchestration.runs import hand_over
+from tasks.reports.portfolio import publish_plan_progress, publish_portfolio
+
+
+def _sweep_time(now: datetime | None) -> datetime:
+    return now or utcnow()
+
+
+def _find_due(now: datetime) -> SweepPlan:
+    return find_due(now=now)
+
+
+def _check_case(case_ref: str, items: list[DueItem], now: datetime) -> CaseCheck:
+    return check_case(case_ref, items, now=now)
+
+
+def _close_completed(now: datetime) -> list[str]:
+    moved = []
+    for ref in completed_plans():
+        if move_to_closure(ref, now=now):
+            moved.append(ref)
+        hand_over(ref, now=now)  # idempotent: starts close-incident once
+    return moved
+
+
+def _reconcile(now: datetime) -> list[Repair]:
+    return reconcile(now=now)
+
+
+def _publish_portfolio(now: datetime) -> None:
+    publish_portfolio(now=now)
+
+
+sweep_time_task = remedy_task(_sweep_time, name="sweep-time", retries=0)
+find_due_task = remedy_task(_find_due, name="find-due")
+check_case_task = remedy_task(_check_case, name="check-case")
+close_completed_task = remedy_task(_close_completed, name="start-closures")
+reconcile_task = remedy_task(_reconcile, name="reconcile")
+publish_portfolio_task = remedy_task(_publish_portfolio, name="publish-portfolio")
+publish_plan_progress_task = remedy_task(publish_plan_progress, name="publish-plan-progress")

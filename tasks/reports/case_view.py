@@ -1,0 +1,115 @@
+"""The case view in the Prefect UI: one markdown artifact per case, kept current at every change."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import datetime
+
+from prefect.artifacts import create_markdown_artifact
+from sqlmodel import col, select
+
+from models.enums import DecisionRequestStatus, PlanStatus, Step
+from models.tables import DecisionRequest, PlanAction, Stakeholder
+from tasks.case_state import current_plan, milestone_summary
+from tasks.steps.table import spec_of
+from tasks.store.cases import get_case
+from tasks.store.db import read_only
+
+
+def case_artifact_key(case_ref: str) -> str:
+    """Return the artifact key of a case: lowercase letters, digits and dashes only."""
+    return f"case-{case_ref.lower()}"
+
+
+def case_view(
+    case_ref: str, *, now: datetime, link: Callable[[uuid.UUID | None], str | None]
+) -> str:
+    """Render a case's view: step, status, waiting decisions, milestones (references only)."""
+    with read_only() as session:
+        case = get_case(session, case_ref)
+        waiting = session.exec(
+            select(DecisionRequest)
+            .where(
+                DecisionRequest.case_id == case.id,
+                DecisionRequest.status == DecisionRequestStatus.WAITING,
+            )
+            .order_by(col(DecisionRequest.requested_at))
+        ).all()
+        plan = current_plan(session, case.id, PlanStatus.APPROVED) or current_plan(
+            session, case.id, PlanStatus.DRAFT
+        )
+        actions: Sequence[tuple[PlanAction, str | None]] = []
+        if plan is not None:
+            actions = session.exec(
+                select(PlanAction, Stakeholder.key)
+                .join(Stakeholder, col(Stakeholder.id) == col(PlanAction.owner_id), isouter=True)
+                .where(PlanAction.plan_id == plan.id)
+                .order_by(col(PlanAction.due_on), col(PlanAction.key))
+            ).all()
+        summary = milestone_summary(session, case.id)
+        lines = [
+            f"# Case {case.reference}",
+            "",
+            f"**Step {case.step} of 6: {Step(case.step).title}**  ",
+            f"State: `{case.state.value}` · status: `{case.status.value}` · "
+            f"severity: `{case.severity.value if case.severity else '-'}` · "
+            f"response level: `{case.response_level.value if case.response_level else '-'}`  ",
+            f"Opened {case.opened_at:%Y-%m-%d}"
+            + (f" · closed {case.closed_at:%Y-%m-%d}" if case.closed_at else "")
+            + f" · updated {now:%Y-%m-%d %H:%M} UTC",
+            "",
+            "## Waiting decisions",
+            "",
+        ]
+        if waiting:
+            lines += [
+                "| decision | round | requested | due | where to decide |",
+                "|---|---|---|---|---|",
+            ]
+            for r in waiting:
+                url = link(r.flow_run_id)
+                where = f"[flow run]({url})" if url else "-"
+                due = f"{r.due_at:%Y-%m-%d %H:%M}" if r.due_at else "-"
+                lines.append(
+                    f"| {spec_of(r.kind).title} | {r.round} | {r.requested_at:%Y-%m-%d %H:%M} "
+                    f"| {due} | {where} |"
+                )
+        else:
+            lines.append("None.")
+        lines += ["", "## Milestones", ""]
+        if actions:
+            assert plan is not None
+            lines += [
+                f"Plan version {plan.version} ({plan.status.value}): {summary.verified} verified, "
+                f"{summary.waived_with_reason} waived, {summary.open} open of {summary.total}.",
+                "",
+                "| milestone | owner | due | state |",
+                "|---|---|---|---|",
+            ]
+            today = now.date()
+            for action, owner in actions:
+                late = (
+                    " (overdue)"
+                    if action.status.value in ("planned", "active", "done")
+                    and action.due_on < today
+                    else ""
+                )
+                state = f"{action.status.value}{late}"
+                lines.append(f"| {action.key} | {owner or '-'} | {action.due_on} | {state} |")
+        else:
+            lines.append("No plan yet.")
+        return "\n".join(lines) + "\n"
+
+
+def publish_case_view(case_ref: str, *, now: datetime) -> uuid.UUID:
+    """Create the next version of the case's markdown artifact."""
+    from tasks.orchestration.runs import flow_run_link
+
+    markdown = case_view(case_ref, now=now, link=flow_run_link)
+    artifact_id = create_markdown_artifact(
+        key=case_artifact_key(case_ref),
+        markdown=markdown,
+        description=f"Case {case_ref}: step, waiting decisions and milestones",
+    )
+    return artifact_id if isinstance(artifact_id, uuid.UUID) else uuid.UUID(str(artifact_id))

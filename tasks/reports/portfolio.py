@@ -1,0 +1,135 @@
+"""The portfolio view in the Prefect UI: one table of open cases, and each plan's progress."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import col, func, select
+
+from models.enums import (
+    CaseStatus,
+    DecisionRequestStatus,
+    MilestoneStatus,
+    PlanStatus,
+)
+from models.tables import ActionPlan, DecisionRequest, PlanAction, RemediationCase
+from tasks.store.db import read_only
+
+PORTFOLIO_KEY = "remedy-portfolio"
+DONE = (MilestoneStatus.VERIFIED, MilestoneStatus.WAIVED)
+OPEN = (MilestoneStatus.PLANNED, MilestoneStatus.ACTIVE, MilestoneStatus.DONE)
+
+
+def portfolio(*, now: datetime, limit: int = 500) -> tuple[list[dict[str, Any]], int]:
+    """Return the open cases, most urgent first (overdue, then longest in step), and the total."""
+    today = now.date()
+    with read_only() as session:
+        counts = (
+            select(
+                PlanAction.case_id.label("case_id"),  # type: ignore[attr-defined]
+                func.count().label("total"),
+                func.sum(sa.case((col(PlanAction.status).in_(DONE), 1), else_=0)).label("done"),
+                func.sum(
+                    sa.case(
+                        (col(PlanAction.status).in_(OPEN) & (col(PlanAction.due_on) < today), 1),
+                        else_=0,
+                    )
+                ).label("overdue"),
+            )
+            .join(ActionPlan, col(ActionPlan.id) == col(PlanAction.plan_id))
+            .where(
+                ActionPlan.status == PlanStatus.APPROVED,
+                PlanAction.status != MilestoneStatus.CANCELLED,
+            )
+            .group_by(col(PlanAction.case_id))
+            .subquery()
+        )
+        rows: Sequence[Any] = session.execute(
+            sa.select(
+                col(RemediationCase.id),
+                col(RemediationCase.reference),
+                col(RemediationCase.step),
+                col(RemediationCase.state),
+                col(RemediationCase.state_changed_at),
+                col(RemediationCase.response_level),
+                counts.c.total,
+                counts.c.done,
+                counts.c.overdue,
+            )
+            .join(counts, counts.c.case_id == RemediationCase.id, isouter=True)
+            .where(col(RemediationCase.status) != CaseStatus.CLOSED)
+        ).all()
+        waiting: dict[Any, list[str]] = {}
+        for case_id, kind in session.exec(
+            select(col(DecisionRequest.case_id), col(DecisionRequest.kind)).where(
+                DecisionRequest.status == DecisionRequestStatus.WAITING
+            )
+        ).all():
+            waiting.setdefault(case_id, []).append(str(kind))
+    table = []
+    for case_id, ref, step, state, since, level, total, done, overdue in rows:
+        table.append(
+            {
+                "case": ref,
+                "step": step,
+                "state": str(state),
+                "days in step": (now - since).days,
+                "response level": str(level) if level else "-",
+                "milestones done": f"{done or 0}/{total or 0}",
+                "overdue": int(overdue or 0),
+                "waiting decision": ", ".join(sorted(waiting.get(case_id, []))) or "-",
+            }
+        )
+    table.sort(key=lambda r: (-r["overdue"], -r["days in step"], r["case"]))
+    return table[:limit], len(table)
+
+
+def publish_portfolio(*, now: datetime, limit: int = 500) -> None:
+    """Update the portfolio table artifact (key remedy-portfolio)."""
+    from prefect.artifacts import create_table_artifact
+
+    table, total = portfolio(now=now, limit=limit)
+    shown = f"the {len(table)} most urgent of " if total > len(table) else ""
+    create_table_artifact(
+        key=PORTFOLIO_KEY,
+        table=table,
+        description=f"Open cases at {now:%Y-%m-%d %H:%M} UTC: {shown}{total}, overdue first.",
+    )
+
+
+def plan_progress(case_ref: str) -> float | None:
+    """Return the share (0-100) of the case's approved plan verified or waived."""
+    with read_only() as session:
+        row = session.exec(
+            select(
+                func.count(),
+                func.sum(sa.case((col(PlanAction.status).in_(DONE), 1), else_=0)),
+            )
+            .join(ActionPlan, col(ActionPlan.id) == col(PlanAction.plan_id))
+            .join(RemediationCase, col(RemediationCase.id) == col(ActionPlan.case_id))
+            .where(
+                RemediationCase.reference == case_ref,
+                ActionPlan.status == PlanStatus.APPROVED,
+                PlanAction.status != MilestoneStatus.CANCELLED,
+            )
+        ).one()
+    total, done = row
+    if not total:
+        return None
+    return round(100.0 * (done or 0) / total, 1)
+
+
+def publish_plan_progress(case_ref: str) -> None:
+    """Update the case's plan progress artifact (key plan-<ref>)."""
+    from prefect.artifacts import create_progress_artifact
+
+    progress = plan_progress(case_ref)
+    if progress is not None:
+        create_progress_artifact(
+            progress=progress,
+            key=f"plan-{case_ref.lower()}",
+            description=f"Plan of {case_ref}: share of milestones verified or waived",
+        )
