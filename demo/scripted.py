@@ -12,11 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from models.enums import CaseState, DecisionKind, DecisionRequestStatus, MilestoneStatus
+from models.enums import CaseState, DecisionKind, MilestoneStatus
 from models.tables import DecisionRequest
 from tasks.context import utcnow
 from tasks.decisions.requests import waiting_requests
-from tasks.decisions.resume import issued_code, load_request, submit_decision
+from tasks.decisions.resume import await_verdict, issued_code, submit_decision
 from tasks.orchestration.runs import hand_over
 from tasks.store.cases import case_summary
 
@@ -202,15 +202,10 @@ class ScriptedStakeholders:
 
 
 def _wait_decided(request_id: uuid.UUID, timeout: float = 120.0) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = load_request(request_id).status
-        if status == DecisionRequestStatus.DECIDED:
-            return "accepted"
-        if status == DecisionRequestStatus.SUPERSEDED:
-            return "refused"
-        time.sleep(0.3)
-    raise TimeoutError(f"decision request {request_id} was not checked in {timeout:.0f} s")
+    checked = await_verdict(request_id, wait_seconds=timeout, poll=0.3)
+    if checked.status == "checking":
+        raise TimeoutError(f"decision request {request_id} was not checked in {timeout:.0f} s")
+    return checked.status
 
 
 def _open_milestones(case_ref: str) -> list[tuple[str, str | None]]:

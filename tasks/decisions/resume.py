@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import StateType
@@ -18,6 +19,7 @@ from sqlmodel import col, select
 
 from models.enums import DecisionRequestStatus, LinkPurpose
 from models.tables import ApprovalLink, DecisionRequest, Stakeholder
+from tasks.decisions.submissions import refusal_reason
 from tasks.store.db import read_only
 from tasks.store.vault import get_vault
 
@@ -110,3 +112,35 @@ def issued_code(request_id: uuid.UUID, stakeholder_key: str) -> str | None:
         return None
     code: str = get_vault().decrypt(link.code_ciphertext)["code"]
     return code
+
+
+VerdictStatus = Literal["accepted", "refused", "cancelled", "checking"]
+
+
+@dataclass(frozen=True)
+class Checked:
+    """What the resumed step made of a submission: accepted, refused (with the reason), the
+    request cancelled (the case left the step), or still checking when the wait ran out."""
+
+    status: VerdictStatus
+    reason: str | None = None
+
+
+def await_verdict(request_id: uuid.UUID, *, wait_seconds: float, poll: float = 0.5) -> Checked:
+    """Wait up to wait_seconds for the resumed step to check a submission; say what it made of it.
+
+    One answer for every place that submits a decision: the approval page, `remedy decide` and the
+    scripted stakeholders of the demo and the tests.
+    """
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        status = load_request(request_id).status
+        if status == DecisionRequestStatus.DECIDED:
+            return Checked("accepted")
+        if status == DecisionRequestStatus.SUPERSEDED:
+            return Checked("refused", refusal_reason(request_id))
+        if status == DecisionRequestStatus.CANCELLED:
+            return Checked("cancelled")
+        if time.monotonic() >= deadline:
+            return Checked("checking")
+        time.sleep(poll)

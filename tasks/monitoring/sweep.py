@@ -17,7 +17,6 @@ from pydantic import BaseModel
 from sqlmodel import Session, col, func, select
 
 from models.enums import (
-    CaseEvent,
     CaseState,
     CaseStatus,
     DecisionRequestStatus,
@@ -38,7 +37,7 @@ from models.tables import (
     Stakeholder,
 )
 from notifications.outbox import notify
-from tasks.case_state import CLOSED_MILESTONES, move
+from tasks.case_state import CLOSED_MILESTONES
 from tasks.context import current_policy, current_routing
 from tasks.decisions.codes import request_context
 from tasks.steps.implement import milestone_notice
@@ -329,13 +328,3 @@ def completed_plans() -> list[str]:
             )
         ).all()
         return sorted(rows)
-
-
-def move_to_closure(case_ref: str, *, now: datetime) -> bool:
-    """Move a case whose plan is complete to closure (False if it moved already)."""
-    with unit_of_work() as session:
-        case = get_case(session, case_ref, lock=True)
-        if case.state != CaseState.IMPLEMENTING:
-            return False
-        move(session, case, CaseEvent.PLAN_COMPLETED, now=now, actor=SWEEP)
-        return True

@@ -17,6 +17,7 @@ from prefect.states import Cancelled
 
 from models.enums import Step
 from tasks.case_state import mark_handed_over, pending_handover
+from tasks.steps.implement import move_to_closure
 
 # Each step is a deployment named after its flow ("<flow>/<deployment>").
 STEP_FLOWS: dict[Step, str] = {
@@ -155,3 +156,19 @@ def flow_run_link(flow_run_id: uuid.UUID | None) -> str | None:
     if base is None or flow_run_id is None:
         return None
     return f"{base.rstrip('/')}/runs/flow-run/{flow_run_id}"
+
+
+def prefect_configured() -> bool:
+    """Tell whether a Prefect server is configured (PREFECT_API_URL, or the active profile's)."""
+    return bool(get_current_settings().api.url)
+
+
+def close_completed_plan(case_ref: str, *, now: datetime, actor: str) -> bool:
+    """Every milestone of the case's plan is settled: move it to closure and start step 5.
+
+    Both halves are idempotent, so the CLI, the approval page and the monitoring sweep all call
+    this after the last milestone settles; returns whether this call moved the case.
+    """
+    moved = move_to_closure(case_ref, now=now, actor=actor)
+    hand_over(case_ref, now=now)  # starts close-incident once (by key)
+    return moved

@@ -7,16 +7,16 @@ from datetime import datetime
 from tasks.context import utcnow
 from tasks.monitoring.reconcile import Repair, reconcile
 from tasks.monitoring.sweep import (
+    SWEEP,
     CaseCheck,
     DueItem,
     SweepPlan,
     check_case,
     completed_plans,
     find_due,
-    move_to_closure,
 )
 from tasks.orchestration.retrying import remedy_task
-from tasks.orchestration.runs import hand_over
+from tasks.orchestration.runs import close_completed_plan
 from tasks.reports.portfolio import publish_plan_progress, publish_portfolio
 
 
@@ -33,12 +33,7 @@ def _check_case(case_ref: str, items: list[DueItem], now: datetime) -> CaseCheck
 
 
 def _close_completed(now: datetime) -> list[str]:
-    moved = []
-    for ref in completed_plans():
-        if move_to_closure(ref, now=now):
-            moved.append(ref)
-        hand_over(ref, now=now)  # idempotent: starts close-incident once
-    return moved
+    return [ref for ref in completed_plans() if close_completed_plan(ref, now=now, actor=SWEEP)]
 
 
 def _reconcile(now: datetime) -> list[Repair]:

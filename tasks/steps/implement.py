@@ -327,3 +327,13 @@ def decide_extension(
             details={"milestone": key, "from": str(before), "to": str(asked)},
         )
         return action.due_on
+
+
+def move_to_closure(case_ref: str, *, now: datetime, actor: str) -> bool:
+    """Move a case whose plan is complete to closure (False if it moved already)."""
+    with unit_of_work() as session:
+        case = get_case(session, case_ref, lock=True)
+        if case.state != CaseState.IMPLEMENTING:
+            return False
+        move(session, case, CaseEvent.PLAN_COMPLETED, now=now, actor=actor)
+        return True

@@ -14,11 +14,12 @@ from demo.catchers import MailCatcher
 from flows.local.stack import free_port
 from models.enums import CaseState, DecisionKind, MilestoneStatus, NotificationChannel
 from models.tables import Notification, PlanAction
-from tasks.monitoring.sweep import check_case, completed_plans, find_due, move_to_closure
+from tasks.monitoring.sweep import SWEEP, check_case, completed_plans, find_due
 from tasks.reports.portfolio import plan_progress, portfolio
 from tasks.steps.implement import (
     activate_plan,
     decide_extension,
+    move_to_closure,
     request_extension,
     update_milestone,
 )
@@ -244,7 +245,9 @@ def test_a_completed_plan_moves_to_closure_once(store: Store) -> None:
             .values(status=MilestoneStatus.VERIFIED)
         )
     assert completed_plans() == [case.ref]
-    assert move_to_closure(case.ref, now=case.clock.tick())
+    assert move_to_closure(case.ref, now=case.clock.tick(), actor=SWEEP)
     assert case.case().state == CaseState.CLOSING
-    assert completed_plans() == [] and not move_to_closure(case.ref, now=case.clock.tick())
+    assert completed_plans() == [] and not move_to_closure(
+        case.ref, now=case.clock.tick(), actor=SWEEP
+    )
     assert plan_progress(case.ref) == 100.0
