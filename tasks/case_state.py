@@ -22,17 +22,8 @@ from models.enums import (
     Step,
     StepRunStatus,
 )
-from models.lifecycle import (
-    WORK_STATES,
-    WORKING,
-    CaseFacts,
-    Transition,
-    apply,
-    step_of,
-)
-from models.policy import (
-    MilestoneSummary,
-)
+from models.lifecycle import WORK_STATES, WORKING, CaseFacts, Transition, apply, step_of
+from models.policy import MilestoneSummary
 from models.tables import (
     ActionPlan,
     PlanAction,

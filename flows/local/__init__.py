@@ -1,1 +1,1 @@
-"""."""
+"""The embedded local stack: a Prefect server, the runner and the approval page (`remedy up`)."""

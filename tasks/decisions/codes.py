@@ -12,18 +12,9 @@ from typing import Any
 
 from sqlmodel import Session, select
 
-from models.enums import (
-    LinkPurpose,
-    NotificationEvent,
-)
+from models.enums import LinkPurpose, NotificationEvent
 from models.policy import Policy
-from models.tables import (
-    ApprovalCode,
-    ApprovalLink,
-    DecisionRequest,
-    RemediationCase,
-    Stakeholder,
-)
+from models.tables import ApprovalCode, ApprovalLink, DecisionRequest, RemediationCase, Stakeholder
 from notifications.outbox import notify
 from tasks.context import current_routing
 from tasks.store.links import create_link

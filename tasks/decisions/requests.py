@@ -15,20 +15,9 @@ from typing import Any
 from pydantic import BaseModel
 from sqlmodel import Session, col, select
 
-from models.enums import (
-    CaseState,
-    DecisionKind,
-    DecisionRequestStatus,
-    Severity,
-)
+from models.enums import CaseState, DecisionKind, DecisionRequestStatus, Severity
 from models.policy import decision_due
-from models.tables import (
-    CaseMember,
-    Decision,
-    DecisionRequest,
-    RemediationCase,
-    Stakeholder,
-)
+from models.tables import CaseMember, Decision, DecisionRequest, RemediationCase, Stakeholder
 from tasks.context import current_policy
 from tasks.decisions.codes import issue_codes
 from tasks.steps.table import spec_of

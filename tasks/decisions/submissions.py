@@ -16,10 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from sqlmodel import Session, col, select
 
-from models.enums import (
-    DecisionRequestStatus,
-    NotificationEvent,
-)
+from models.enums import DecisionRequestStatus, NotificationEvent
 from models.forms import ApprovalForm
 from models.tables import (
     ApprovalCode,

@@ -9,19 +9,10 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
-from models.enums import (
-    CaseEvent,
-    DecisionKind,
-    Role,
-    Step,
-)
-from models.forms import (
-    ApprovalForm,
-)
+from models.enums import CaseEvent, DecisionKind, Role, Step
+from models.forms import ApprovalForm
 from models.lifecycle import Transition, TransitionNotAllowed
-from models.policy import (
-    Policy,
-)
+from models.policy import Policy
 from models.tables import (
     AffectedPerson,
     Allegation,
@@ -30,9 +21,7 @@ from models.tables import (
     Stakeholder,
     VerificationFinding,
 )
-from tasks.case_state import (
-    move,
-)
+from tasks.case_state import move
 
 
 class RefusedError(Exception):

@@ -18,32 +18,13 @@ from models.enums import (
     Role,
     Step,
 )
-from models.forms import (
-    ClosureConfirmationForm,
-    ClosureForm,
-)
-from models.policy import (
-    closure_check,
-)
-from models.tables import (
-    ClosureRecord,
-    Decision,
-    DecisionRequest,
-    RemediationCase,
-    Stakeholder,
-)
+from models.forms import ClosureConfirmationForm, ClosureForm
+from models.policy import closure_check
+from models.tables import ClosureRecord, Decision, DecisionRequest, RemediationCase, Stakeholder
 from notifications.outbox import notify
-from tasks.case_state import (
-    milestone_summary,
-)
+from tasks.case_state import milestone_summary
 from tasks.context import current_routing
-from tasks.steps.base import (
-    DecisionSpec,
-    HandlerContext,
-    RefusedError,
-    Verdict,
-    transition,
-)
+from tasks.steps.base import DecisionSpec, HandlerContext, RefusedError, Verdict, transition
 
 
 def handle_closure(ctx: HandlerContext) -> Verdict:

@@ -23,13 +23,7 @@ from models.enums import (
     StepRunStatus,
 )
 from models.settings import get_settings
-from models.tables import (
-    AffectedPerson,
-    PlanAction,
-    ProgressUpdate,
-    RemediationCase,
-    Stakeholder,
-)
+from models.tables import AffectedPerson, PlanAction, ProgressUpdate, RemediationCase, Stakeholder
 from notifications.outbox import notify
 from tasks.case_state import (
     CLOSED_MILESTONES,

@@ -6,30 +6,12 @@ from __future__ import annotations
 
 from sqlmodel import Session, select
 
-from models.enums import (
-    CaseEvent,
-    DecisionKind,
-    NotificationEvent,
-    Role,
-    Step,
-)
-from models.forms import (
-    LessonsForm,
-)
-from models.tables import (
-    ClosureRecord,
-    DecisionRequest,
-    Lesson,
-    RemediationCase,
-)
+from models.enums import CaseEvent, DecisionKind, NotificationEvent, Role, Step
+from models.forms import LessonsForm
+from models.tables import ClosureRecord, DecisionRequest, Lesson, RemediationCase
 from notifications.outbox import notify
 from tasks.context import current_routing
-from tasks.steps.base import (
-    DecisionSpec,
-    HandlerContext,
-    Verdict,
-    transition,
-)
+from tasks.steps.base import DecisionSpec, HandlerContext, Verdict, transition
 
 
 def handle_lessons(ctx: HandlerContext) -> Verdict:

@@ -24,10 +24,7 @@ from models.enums import (
     Severity,
     Step,
 )
-from models.forms import (
-    PlanAgreementForm,
-    PlanBudgetForm,
-)
+from models.forms import PlanAgreementForm, PlanBudgetForm
 from models.plan import ActionDraft, PersonFacts, PlanFacts, draft_actions, revise_actions
 from models.tables import (
     ActionPlan,
@@ -39,11 +36,7 @@ from models.tables import (
     Stakeholder,
 )
 from notifications.outbox import notify
-from tasks.case_state import (
-    CLOSED_MILESTONES,
-    SYSTEM,
-    current_plan,
-)
+from tasks.case_state import CLOSED_MILESTONES, SYSTEM, current_plan
 from tasks.context import current_plan_templates, current_policy, current_routing
 from tasks.steps.base import (
     DecisionSpec,

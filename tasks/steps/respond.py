@@ -17,20 +17,9 @@ from models.enums import (
     Role,
     Step,
 )
-from models.forms import (
-    ImpactAssessmentForm,
-    ResponseForm,
-)
-from models.policy import (
-    SeverityInput,
-    assess_severity,
-    remedy_role,
-    response_level,
-)
-from models.tables import (
-    DecisionRequest,
-    RemediationCase,
-)
+from models.forms import ImpactAssessmentForm, ResponseForm
+from models.policy import SeverityInput, assess_severity, remedy_role, response_level
+from models.tables import DecisionRequest, RemediationCase
 from tasks.steps.base import (
     DecisionSpec,
     HandlerContext,

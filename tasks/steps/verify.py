@@ -18,17 +18,8 @@ from models.enums import (
     Role,
     Step,
 )
-from models.forms import (
-    SafetyForm,
-    ScreeningForm,
-    VerificationForm,
-)
-from models.tables import (
-    DecisionRequest,
-    RemediationCase,
-    SafetyAssessment,
-    VerificationFinding,
-)
+from models.forms import SafetyForm, ScreeningForm, VerificationForm
+from models.tables import DecisionRequest, RemediationCase, SafetyAssessment, VerificationFinding
 from tasks.steps.base import (
     DecisionSpec,
     HandlerContext,
