@@ -325,7 +325,7 @@ class RelationshipDecision(StrEnum):
 
 
 class DecisionKind(StrEnum):
-    """Decisions that need an authorised person (domain.md §10)."""
+    """Decisions that need an authorised person (docs/domain.md, Decisions)."""
 
     SCREENING = "screening"
     SAFETY = "safety"
@@ -442,7 +442,7 @@ class StepRunStatus(StrEnum):
 
 
 class RootCause(StrEnum):
-    """Coded root causes for lessons learned (domain.md Step 6)."""
+    """Coded root causes for lessons learned (docs/domain.md, 6. Capture lessons learned)."""
 
     RECRUITMENT_FEES = "recruitment_fees"
     DECEPTIVE_RECRUITMENT = "deceptive_recruitment"

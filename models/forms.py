@@ -1,9 +1,10 @@
 """Decision forms: one Prefect `RunInput` per decision kind.
 
-The Prefect server validates a submission only against the form's JSON schema (design.md §9), so
-every constraint here is schema-expressible (enums, lengths, ranges) and there are no validators:
-code, role, distinct approvers and the rules of each decision are checked in our code after the
-run resumes, and a refused submission is asked again instead of failing the run.
+The Prefect server validates a submission only against the form's JSON schema (docs/architecture.md,
+Prefect behaviour this design relies on), so every constraint here is schema-expressible (enums,
+lengths, ranges) and there are no validators: code, role, distinct approvers and the rules of each
+decision are checked in our code after the run resumes, and a refused submission is asked again
+instead of failing the run.
 """
 
 from __future__ import annotations

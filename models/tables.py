@@ -1,7 +1,8 @@
-"""The case store: SQLModel tables (domain.md §9). Schema changes go through Alembic migrations.
+"""The case store: SQLModel tables (docs/architecture.md, The case store is the source of truth).
 
-Identifying data of affected persons and reporters lives only in `*_ciphertext` columns
-(Fernet, see tasks.store.vault); every other column holds pseudonyms, references and enums.
+Schema changes go through Alembic migrations. Identifying data of affected persons and reporters
+lives only in `*_ciphertext` columns (Fernet, see tasks.store.vault; docs/domain.md, Personal
+data); every other column holds pseudonyms, references and enums.
 """
 
 from __future__ import annotations

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from datetime import date
 from pathlib import Path
@@ -37,7 +36,8 @@ def lessons(
     server is configured (PREFECT_API_URL), unless --no-artifact.
     """
     from tasks.context import utcnow
-    from tasks.reports.lessons import lessons_figures, publish_lessons_artifact, render_lessons
+    from tasks.reports.lessons import lessons_figures, publish_lessons_artifact
+    from tasks.reports.lessons_render import render_lessons
 
     figures = lessons_figures(since=since, now=utcnow())
     text = render_lessons(figures, fmt)
@@ -47,7 +47,11 @@ def lessons(
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(text, encoding="utf-8")
         print(f"Wrote the lessons report ({fmt}) to {output}", file=sys.stderr)
-    if artifact and os.environ.get("PREFECT_API_URL"):
+    if not artifact:
+        return EXIT_OK
+    from tasks.orchestration.runs import prefect_configured
+
+    if prefect_configured():
         markdown = text if fmt == "md" else render_lessons(figures, "md")
         publish_lessons_artifact(markdown)
         print("Published the remedy-lessons artifact.", file=sys.stderr)

@@ -147,13 +147,11 @@ class LocalStack:
         return base
 
     def _deployments_registered(self) -> bool:
-        from tasks.orchestration.runs import STEP_FLOWS
+        from tasks.orchestration.deployments import DEPLOYMENTS
 
         try:
             resp = httpx.post(f"{self.api_url}/deployments/count", json={}, timeout=2)
-            return (
-                resp.status_code == 200 and int(resp.json()) >= len(STEP_FLOWS) + 3
-            )  # + entry, drain, sweep
+            return resp.status_code == 200 and int(resp.json()) >= len(DEPLOYMENTS)
         except (httpx.HTTPError, ValueError):
             return False
 

@@ -64,7 +64,8 @@ class Pending(BaseModel):
 
 
 def suspend_key_for(kind: DecisionKind, reference: str, round_: int) -> str:
-    """Return the suspend key: lowercase letters, digits and dashes only (design.md §9)."""
+    """Return the suspend key: lowercase letters, digits and dashes only, as Prefect requires."""
+    # docs/architecture.md, Prefect behaviour this design relies on
     return f"{kind.value.replace('_', '-')}-{reference.lower()}-r{round_}"
 
 

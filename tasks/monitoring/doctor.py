@@ -1,5 +1,6 @@
 """Where the case store and Prefect disagree: waiting decisions without a live suspended run,
-steps whose run was lost, steps that were never started (design.md §2, the reconciler's input).
+steps whose run was lost, steps that were never started: the reconciler's input
+(docs/architecture.md, Crash recovery).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pydantic import BaseModel
 from sqlmodel import col, select
 
 from models.enums import DecisionRequestStatus, Step, StepRunStatus
-from models.lifecycle import WORK_STATES as STEP_STATES
+from models.lifecycle import WORK_STATES
 from models.tables import DecisionRequest, RemediationCase, StepRun
 from tasks.store.db import read_only
 
@@ -114,7 +115,7 @@ def _step_findings(
     findings = []
     for step_run, case in newest.values():
         step = Step(step_run.step)
-        if case.state not in STEP_STATES[step]:
+        if case.state not in WORK_STATES[step]:
             continue  # the case moved on; the entry is history
         flow_run = known.get(step_run.flow_run_id) if step_run.flow_run_id else None
         base = {"case_ref": case.reference, "step": int(step), "flow_run_id": step_run.flow_run_id}

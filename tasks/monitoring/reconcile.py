@@ -1,4 +1,7 @@
-"""The reconciler: repair what `remedy doctor` finds (design.md §2). Every repair is audited."""
+"""The reconciler: repair what `remedy doctor` finds (docs/architecture.md, Crash recovery).
+
+Every repair is audited.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,8 @@ from sqlmodel import col, func, select
 from models.enums import Step, StepRunStatus
 from models.tables import AuditEvent, StepRun
 from tasks.monitoring.doctor import Finding, diagnose
-from tasks.orchestration.runs import STEP_FLOWS, hand_over, start_flow
+from tasks.orchestration.deployments import STEP_DEPLOYMENTS
+from tasks.orchestration.runs import hand_over, start_flow
 from tasks.store.audit import append_audit
 from tasks.store.cases import get_case
 from tasks.store.db import unit_of_work
@@ -44,7 +48,7 @@ def restart_step(case_ref: str, step: Step, reason: str, *, now: datetime) -> Re
         ).one()
     entry_no = entry.entry if entry else 0
     key = f"{case_ref.lower()}-step-{int(step)}-entry-{entry_no}-repair-{earlier + 1}"
-    run_id = start_flow(STEP_FLOWS[step], case_ref, idempotency_key=key, step=step)
+    run_id = start_flow(STEP_DEPLOYMENTS[step].name, case_ref, idempotency_key=key, step=step)
     with unit_of_work() as session:
         case = get_case(session, case_ref, lock=True)
         if entry is not None:

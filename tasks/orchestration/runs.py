@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, Final, NamedTuple
 
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun
@@ -17,24 +17,17 @@ from prefect.states import Cancelled
 
 from models.enums import Step
 from tasks.case_state import mark_handed_over, pending_handover
+from tasks.orchestration.deployments import (
+    CASE_CLOSED_EVENT,
+    ENTRY,
+    STEP_DEPLOYMENTS,
+    case_resource_id,
+    deployment_name,
+)
 from tasks.steps.implement import move_to_closure
 
-# Each step is a deployment named after its flow ("<flow>/<deployment>").
-STEP_FLOWS: dict[Step, str] = {
-    Step.VERIFY: "verify-allegation",
-    Step.RESPOND: "determine-response",
-    Step.PLAN: "design-action-plan",
-    Step.IMPLEMENT: "implement-and-monitor",
-    Step.CLOSE: "close-incident",
-    Step.LESSONS: "capture-lessons",
-}
-ENTRY_FLOW = "remediation-case"
-CASE_CLOSED_EVENT = "remedy.case.closed"
-
-
-def deployment_name(flow: str) -> str:
-    """Return the full name of a flow's deployment (deployments are named after their flows)."""
-    return f"{flow}/{flow}"
+# The entry deployment's flow, started by intake and `remedy start`.
+ENTRY_FLOW: Final = ENTRY.name
 
 
 def case_tags(case_ref: str, step: Step | None = None) -> list[str]:
@@ -123,7 +116,7 @@ def emit_case_closed(case_ref: str) -> None:
     emit_event(
         event=CASE_CLOSED_EVENT,
         resource={
-            "prefect.resource.id": f"remedy.case.{case_ref.lower()}",
+            "prefect.resource.id": case_resource_id(case_ref),
             "remedy.case.reference": case_ref,
         },
         payload={"case_ref": case_ref},
@@ -135,14 +128,16 @@ def hand_over(case_ref: str, *, now: datetime) -> str | None:
     pending = pending_handover(case_ref)
     if pending is None:
         return None
-    flow = STEP_FLOWS[pending.step]
-    if pending.step == Step.LESSONS:
+    deployment = STEP_DEPLOYMENTS[pending.step]
+    if deployment.kind == "event":  # step 6: the closure event's trigger starts its run
         emit_case_closed(case_ref)
         mark_handed_over(case_ref, pending.step, pending.entry, None, now=now)
         return CASE_CLOSED_EVENT
-    run_id = start_flow(flow, case_ref, idempotency_key=pending.idempotency_key, step=pending.step)
+    run_id = start_flow(
+        deployment.name, case_ref, idempotency_key=pending.idempotency_key, step=pending.step
+    )
     mark_handed_over(case_ref, pending.step, pending.entry, run_id, now=now)
-    return flow
+    return deployment.name
 
 
 def ui_url() -> str | None:
@@ -163,12 +158,19 @@ def prefect_configured() -> bool:
     return bool(get_current_settings().api.url)
 
 
-def close_completed_plan(case_ref: str, *, now: datetime, actor: str) -> bool:
+class Closing(NamedTuple):
+    """What closing a completed plan did: moved the case (or found it moved), started a run."""
+
+    moved: bool
+    started: str | None
+
+
+def close_completed_plan(case_ref: str, *, now: datetime, actor: str) -> Closing:
     """Every milestone of the case's plan is settled: move it to closure and start step 5.
 
     Both halves are idempotent, so the CLI, the approval page and the monitoring sweep all call
-    this after the last milestone settles; returns whether this call moved the case.
+    this after the last milestone settles (the last update usually moved the case already).
     """
     moved = move_to_closure(case_ref, now=now, actor=actor)
-    hand_over(case_ref, now=now)  # starts close-incident once (by key)
-    return moved
+    started = hand_over(case_ref, now=now)  # starts close-incident once (by key)
+    return Closing(moved, started)

@@ -33,7 +33,9 @@ def _check_case(case_ref: str, items: list[DueItem], now: datetime) -> CaseCheck
 
 
 def _close_completed(now: datetime) -> list[str]:
-    return [ref for ref in completed_plans() if close_completed_plan(ref, now=now, actor=SWEEP)]
+    return [
+        ref for ref in completed_plans() if close_completed_plan(ref, now=now, actor=SWEEP).moved
+    ]
 
 
 def _reconcile(now: datetime) -> list[Repair]:

@@ -1,8 +1,9 @@
-"""Lessons learned across closed cases (domain.md Step 6, UNGP 29 and 31 g): figures and report.
+"""Lessons learned across closed cases (UNGP 29 and 31 g): the figures and their artifact.
 
-`lessons_figures` reads the case store with set-based queries (GROUP BY in the database; Python
-only combines the aggregated rows) and returns a pydantic model; `render_lessons` turns it into
-Markdown or HTML through Jinja2; `svg_step_durations` draws the steps' durations as an inline SVG.
+What step 6 records: docs/domain.md, 6. Capture lessons learned. `lessons_figures` reads the
+case store with set-based queries (GROUP BY in the database; Python only combines the aggregated
+rows) and returns a pydantic model, which `tasks.reports.lessons_render` turns into Markdown or
+HTML; `publish_lessons_artifact` publishes the Markdown in the Prefect UI.
 
 No personal data: the queries read references, enums, dates, countries, tiers and the coded root
 causes only — never affected persons, narratives, free-text fields or `*_ciphertext` columns.
@@ -10,17 +11,13 @@ causes only — never affected persons, narratives, free-text fields or `*_ciphe
 
 from __future__ import annotations
 
-import math
 import statistics
 import uuid
 from collections import Counter, defaultdict
 from datetime import UTC, date, datetime, time
-from functools import lru_cache
-from typing import Any, Literal
+from typing import Any
 
 import sqlalchemy as sa
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
-from markupsafe import Markup, escape
 from pydantic import BaseModel
 from sqlmodel import Session, col, func, select
 
@@ -33,7 +30,7 @@ from models.enums import (
     PlanStatus,
     Step,
 )
-from models.lifecycle import WORK_STATES as STEP_STATES
+from models.lifecycle import WORKING, step_of
 from models.tables import (
     ActionPlan,
     Allegation,
@@ -45,7 +42,6 @@ from models.tables import (
     PlanAction,
     RemediationCase,
 )
-from notifications.render import TEMPLATES
 from tasks.store.db import read_only
 
 ARTIFACT_KEY = "remedy-lessons"
@@ -53,11 +49,8 @@ TRANSITION = "case.transition"  # the audit action tasks.case_state.move writes
 UNKNOWN_TIER = "unknown"
 CLOSED_STATES = (CaseState.CLOSED, CaseState.LESSONS_CAPTURED)
 COUNTED_PLANS = (PlanStatus.APPROVED, PlanStatus.SUPERSEDED)
-# The step each working state belongs to (on hold, intake and lessons captured count in none).
-_STEP_OF_STATE = {
-    state.value: int(step) for step, states in STEP_STATES.items() for state in states
-}
-Format = Literal["md", "html"]
+# The states whose time counts towards a step (on hold, intake and lessons captured count in none).
+_COUNTED_STATES = sorted(state.value for state in WORKING)
 
 
 # --- the figures ---------------------------------------------------------------------------------
@@ -252,14 +245,14 @@ def _step_durations(session: Session, scope: Any) -> list[StepDuration]:
     rows = session.exec(
         select(transitions.c.state, days)
         # a state not left yet (a closed case waiting for its lessons) has no duration so far
-        .where(transitions.c.left.is_not(None), transitions.c.state.in_(list(_STEP_OF_STATE)))
+        .where(transitions.c.left.is_not(None), transitions.c.state.in_(_COUNTED_STATES))
         .group_by(transitions.c.chain, transitions.c.state)
     ).all()
     # one row per case and state (each step has one state): the median is taken here because
     # SQLite has no percentile function
     per_step: dict[int, list[float]] = defaultdict(list)
     for name, total in rows:
-        per_step[_STEP_OF_STATE[name]].append(max(float(total), 0.0))
+        per_step[int(step_of(CaseState(name)))].append(max(float(total), 0.0))
     result = []
     for step in Step:
         values = per_step.get(int(step), [])
@@ -406,161 +399,6 @@ def _cross(
         groups=columns,
         rows=[CrossRow(cause=c, counts=[cells[(c, g)] for g in columns]) for c in ranked],
     )
-
-
-# --- rendering -----------------------------------------------------------------------------------
-
-
-def _days(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}"
-
-
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{value * 100:.0f}%"
-
-
-def _md(value: object) -> str:
-    """Make stored text safe in a Markdown table cell: no HTML, no cell breaks."""
-    text = " ".join(str(value).split())
-    for char, entity in (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ("|", "&#124;")):
-        text = text.replace(char, entity)
-    for char in "\\`*[]":
-        text = text.replace(char, "\\" + char)
-    return text
-
-
-@lru_cache(maxsize=1)
-def report_environment() -> Environment:
-    """Return the Jinja2 environment of the reports (autoescape for .html.j2, strict undefined)."""
-    env = Environment(
-        loader=FileSystemLoader(str(TEMPLATES)),
-        autoescape=select_autoescape(enabled_extensions=("html.j2",), default_for_string=True),
-        undefined=StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-    )
-    env.filters["days"] = _days
-    env.filters["pct"] = _pct
-    env.filters["md"] = _md
-    return env
-
-
-def render_lessons(figures: LessonsFigures, fmt: Format) -> str:
-    """Render the lessons-learned report as Markdown or as a standalone HTML page."""
-    if fmt not in ("md", "html"):
-        raise ValueError(f"unknown report format {fmt!r} (md or html)")
-    template = report_environment().get_template(f"report/lessons.{fmt}.j2")
-    context: dict[str, Any] = {"f": figures, "total": figures.decisions_total}
-    if fmt == "html":
-        # our own markup, built from escaped parts only (see svg_step_durations)
-        context["chart"] = Markup(svg_step_durations(figures))  # noqa: S704
-    return template.render(context)
-
-
-# --- the chart -----------------------------------------------------------------------------------
-
-SVG_WIDTH, SVG_HEIGHT = 640, 320
-_LEFT, _RIGHT, _TOP, _BOTTOM = 64, 16, 44, 56
-SERIES = (("median", "#4477aa"), ("worst", "#ee6677"))
-
-
-def _nice_ceiling(value: float) -> tuple[float, float]:
-    """Return (axis maximum, tick step) for values up to `value`, with about five ticks."""
-    if value <= 0:
-        return 1.0, 0.25
-    raw = value / 5
-    magnitude = 10 ** math.floor(math.log10(raw))
-    step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
-    return step * math.ceil(value / step - 1e-9), step
-
-
-def _num(value: float) -> str:
-    return f"{value:.2f}".rstrip("0").rstrip(".")
-
-
-def _text(x: float, y: float, content: str, **attrs: str) -> str:
-    extra = "".join(f' {k.rstrip("_").replace("_", "-")}="{escape(v)}"' for k, v in attrs.items())
-    return f'<text x="{_num(x)}" y="{_num(y)}"{extra}>{escape(content)}</text>'
-
-
-def svg_step_durations(figures: LessonsFigures) -> str:
-    """Draw the median and worst days per step as a fixed-size SVG bar chart (no script)."""
-    plot_w = SVG_WIDTH - _LEFT - _RIGHT
-    plot_h = SVG_HEIGHT - _TOP - _BOTTOM
-    base = _TOP + plot_h
-    worst = max((s.worst_days or 0.0 for s in figures.steps), default=0.0)
-    top, tick = _nice_ceiling(worst)
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{SVG_WIDTH}" height="{SVG_HEIGHT}" '
-        f'viewBox="0 0 {SVG_WIDTH} {SVG_HEIGHT}" role="img" font-family="sans-serif" '
-        'font-size="11">',
-        f"<title>{escape('Days spent in each step: median and worst case')}</title>",
-        f'<rect x="0" y="0" width="{SVG_WIDTH}" height="{SVG_HEIGHT}" fill="#ffffff"/>',
-    ]
-    # y axis: gridlines and tick labels
-    ticks = round(top / tick)
-    for i in range(ticks + 1):
-        value = i * tick
-        y = base - plot_h * value / top
-        parts.append(
-            f'<line class="grid" x1="{_LEFT}" y1="{_num(y)}" x2="{_LEFT + plot_w}" '
-            f'y2="{_num(y)}" stroke="#dddddd"/>'
-        )
-        parts.append(_text(_LEFT - 6, y + 4, _num(value), text_anchor="end"))
-    parts.append(
-        f'<line class="axis" x1="{_LEFT}" y1="{_TOP}" x2="{_LEFT}" y2="{base}" stroke="#333333"/>'
-    )
-    parts.append(
-        f'<line class="axis" x1="{_LEFT}" y1="{base}" x2="{_LEFT + plot_w}" y2="{base}" '
-        'stroke="#333333"/>'
-    )
-    middle_y = _TOP + plot_h / 2
-    parts.append(
-        _text(
-            16,
-            middle_y,
-            "Days",
-            text_anchor="middle",
-            transform=f"rotate(-90 16 {_num(middle_y)})",
-            class_="axis-label",
-        )
-    )
-    parts.append(
-        _text(
-            _LEFT + plot_w / 2, SVG_HEIGHT - 12, "Step", text_anchor="middle", class_="axis-label"
-        )
-    )
-    # the bars: one per step and series
-    group_w = plot_w / max(len(figures.steps), 1)
-    bar_w = group_w * 0.32
-    for n, step in enumerate(figures.steps):
-        x0 = _LEFT + n * group_w + group_w * 0.18
-        for k, (series, colour) in enumerate(SERIES):
-            days = step.median_days if series == "median" else step.worst_days
-            height = plot_h * (days or 0.0) / top
-            label = (
-                f"Step {step.step} ({step.title}), {series}: "
-                f"{_days(days)} days over {step.cases} case(s)"
-            )
-            parts.append(
-                f'<rect class="bar {series}" data-step="{step.step}" '
-                f'data-days="{escape(_num(days)) if days is not None else ""}" '
-                f'x="{_num(x0 + k * bar_w)}" y="{_num(base - height)}" '
-                f'width="{_num(bar_w)}" height="{_num(height)}" fill="{colour}">'
-                f"<title>{escape(label)}</title></rect>"
-            )
-        parts.append(
-            _text(x0 + bar_w, base + 16, str(step.step), text_anchor="middle", class_="step")
-        )
-    # legend
-    x = _LEFT
-    for series, colour in SERIES:
-        parts.append(f'<rect x="{x}" y="14" width="12" height="12" fill="{colour}"/>')
-        parts.append(_text(x + 16, 24, f"{series} days", class_="legend"))
-        x += 110
-    parts.append("</svg>")
-    return "\n".join(parts)
 
 
 # --- the Prefect artifact ------------------------------------------------------------------------

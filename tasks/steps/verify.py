@@ -1,5 +1,5 @@
 """IOM step 1, verify the allegation: screening, the safety assessment before any contact, and
-the findings that substantiate it or not (docs/domain.md).
+the findings that substantiate it or not (docs/domain.md, 1. Verify the allegation).
 """
 
 from __future__ import annotations

@@ -10,21 +10,13 @@ import httpx
 import pytest
 
 from flows.local.stack import LocalStack, free_port
+from tasks.orchestration.deployments import DEPLOYMENTS, LESSONS_TRIGGER, TAGS, WORK_POOL
 from tests.conftest import ROOT
 
 pytestmark = [pytest.mark.prefect, pytest.mark.slow]
 
-EXPECTED = {
-    "remediation-case": "flows/remediation_case.py:remediation_case",
-    "verify-allegation": "flows/verify_allegation.py:verify_allegation",
-    "determine-response": "flows/determine_response.py:determine_response",
-    "design-action-plan": "flows/design_action_plan.py:design_action_plan",
-    "implement-and-monitor": "flows/implement_and_monitor.py:implement_and_monitor",
-    "close-incident": "flows/close_incident.py:close_incident",
-    "capture-lessons": "flows/capture_lessons.py:capture_lessons",
-    "deliver-notifications": "flows/deliver_notifications.py:deliver_notifications",
-    "monitor-milestones": "flows/monitor_milestones.py:monitor_milestones",
-}
+EXPECTED = {d.name: d for d in DEPLOYMENTS}
+BY_KIND = {d.kind: d.name for d in DEPLOYMENTS if d.kind != "called"}
 
 
 def test_prefect_deploy_all(tmp_path: Path) -> None:
@@ -56,19 +48,20 @@ def test_prefect_deploy_all(tmp_path: Path) -> None:
         rows = httpx.post(f"{api}/deployments/filter", json={}, timeout=10).json()
         found = {d["name"]: d for d in rows}
         assert set(found) == set(EXPECTED)
-        for name, entrypoint in EXPECTED.items():
-            assert found[name]["entrypoint"] == entrypoint
-            assert found[name]["work_pool_name"] == "remedy-process"
-            assert "remedy" in found[name]["tags"]
-        schedules = found["deliver-notifications"]["schedules"]
+        for name, expected in EXPECTED.items():
+            assert found[name]["entrypoint"] == expected.entrypoint
+            assert found[name]["description"] == expected.description
+            assert found[name]["work_pool_name"] == WORK_POOL
+            assert set(TAGS) <= set(found[name]["tags"])
+        schedules = found[BY_KIND["interval"]]["schedules"]
         assert [x["schedule"]["interval"] for x in schedules] == [60.0]
-        [hourly] = found["monitor-milestones"]["schedules"]
+        [hourly] = found[BY_KIND["cron"]]["schedules"]
         assert hourly["schedule"]["cron"] == "0 * * * *" and hourly["active"]
         automations = httpx.post(f"{api}/automations/filter", json={}, timeout=10).json()
-        [trigger] = [a for a in automations if "lessons-on-case-closed" in a["name"]]
-        assert trigger["trigger"]["expect"] == ["remedy.case.closed"]
+        [trigger] = [a for a in automations if LESSONS_TRIGGER.name in a["name"]]
+        assert trigger["trigger"]["expect"] == [LESSONS_TRIGGER.expect]
         [action] = trigger["actions"]
-        assert action["deployment_id"] == found["capture-lessons"]["id"]
-        assert action["parameters"] == {"case_ref": "{{ event.payload.case_ref }}"}
+        assert action["deployment_id"] == found[BY_KIND["event"]]["id"]
+        assert action["parameters"] == dict(LESSONS_TRIGGER.parameters)
     finally:
         stack.stop()

@@ -277,7 +277,10 @@ def test_doctor_lists_a_case_whose_suspended_run_was_deleted(
 def test_twenty_cases_at_once(live: E2E, examples: Path, tmp_path: Path) -> None:
     """Twenty cases reach their first decision and, once decided, their second; nothing lost."""
     if live.backend != "postgresql":
-        pytest.skip("a Prefect server on SQLite is known to fail this load (design.md §9)")
+        pytest.skip(
+            "a Prefect server on SQLite is known to fail this load "
+            "(docs/architecture.md, Prefect behaviour this design relies on)"
+        )
     from tasks.decisions.requests import waiting_requests
     from tasks.orchestration.runs import ENTRY_FLOW, start_flow
 

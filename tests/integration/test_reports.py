@@ -34,12 +34,8 @@ from tasks.case_state import begin_case, move, open_step
 from tasks.context import current_policy
 from tasks.decisions.requests import DecisionView
 from tasks.intake import open_case, read_report
-from tasks.reports.lessons import (
-    LessonsFigures,
-    lessons_figures,
-    render_lessons,
-    svg_step_durations,
-)
+from tasks.reports.lessons import LessonsFigures, lessons_figures
+from tasks.reports.lessons_render import render_lessons, svg_step_durations
 from tasks.steps.implement import activate_plan, update_milestone
 from tasks.steps.plan import draft_plan
 from tasks.store.cases import get_case

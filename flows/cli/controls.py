@@ -1,0 +1,170 @@
+"""`remedy consent|case|plan ...`: the controls that move a case outside its steps' decisions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Literal
+
+from cyclopts import App, Parameter
+
+from flows.cli.common import EXIT_OK, err, fail, hand_over_next, out
+from models.enums import ConsentMethod, ConsentPurpose
+
+if TYPE_CHECKING:
+    from tasks.controls import ControlResult
+
+consent_app = App(name="consent", help="Consent of affected persons.")
+case_app = App(name="case", help="Close a case early or reopen a closed one.")
+plan_app = App(name="plan", help="A case's action plan.")
+
+
+def _settle(result: ControlResult) -> None:
+    """After a control: cancel the runs left waiting on cancelled decisions, start the new step,
+    and show the case's new state in its case view."""
+    from tasks.orchestration.runs import prefect_configured
+
+    if not prefect_configured():
+        if result.moved:
+            hand_over_next(result.case_ref)  # says the sweep will start it
+        return
+    from tasks.context import utcnow
+    from tasks.orchestration.runs import cancel_waiting_runs
+    from tasks.reports.case_view import publish_case_view
+
+    try:
+        if result.stale_runs:
+            n = cancel_waiting_runs(result.stale_runs, why=f"{result.case_ref} left the step")
+            err.print(f"Cancelled {n} run(s) that waited on decisions no longer needed.")
+        publish_case_view(result.case_ref, now=utcnow())
+    except Exception as exc:  # the store is right either way; a resumed stale run ends idle
+        err.print(f"Could not update Prefect's side ({type(exc).__name__}); the store is updated.")
+    if result.moved:
+        hand_over_next(result.case_ref)
+
+
+def _control(call: Callable[[], ControlResult], said: Callable[[ControlResult], str]) -> int:
+    """Run a case control, say where the case is now, then settle Prefect's side of it."""
+    from tasks.controls import ControlError
+
+    try:
+        result = call()
+    except ControlError as exc:
+        return fail(str(exc))
+    out.print(said(result))
+    _settle(result)
+    return EXIT_OK
+
+
+@consent_app.command(name="withdraw")
+def consent_withdraw(
+    reference: str,
+    pseudonym: str,
+    *,
+    purpose: ConsentPurpose = ConsentPurpose.CASE_HANDLING,
+    by: Annotated[str, Parameter(help="Your stakeholder key (who records the withdrawal).")],
+) -> int:
+    """Record a person's withdrawn consent: messages mentioning them stop; the case holds."""
+    from tasks.context import utcnow
+    from tasks.controls import withdraw_consent
+
+    def call() -> ControlResult:
+        result = withdraw_consent(reference, pseudonym, purpose=purpose, by=by, now=utcnow())
+        return result.model_copy(update={"moved": False})  # a held case starts no step
+
+    return _control(
+        call,
+        lambda r: (
+            f"{reference} {pseudonym}: consent for {purpose.value} withdrawn; case {r.state.value}."
+        ),
+    )
+
+
+@consent_app.command(name="renew")
+def consent_renew(
+    reference: str,
+    pseudonym: str,
+    *,
+    purpose: ConsentPurpose = ConsentPurpose.CASE_HANDLING,
+    method: ConsentMethod = ConsentMethod.VERBAL,
+    language: str | None = None,
+    interpreter: bool = False,
+    by: Annotated[
+        str, Parameter(help="Your stakeholder key (case lead or victim representative).")
+    ],
+) -> int:
+    """Record a person's renewed consent; a held case resumes its step (asked afresh)."""
+    from tasks.context import utcnow
+    from tasks.controls import renew_consent
+
+    return _control(
+        lambda: renew_consent(
+            reference,
+            pseudonym,
+            purpose=purpose,
+            by=by,
+            method=method,
+            language=language,
+            interpreter_used=interpreter,
+            now=utcnow(),
+        ),
+        lambda r: (
+            f"{reference} {pseudonym}: consent for {purpose.value} renewed; case {r.state.value}."
+        ),
+    )
+
+
+@case_app.command(name="close")
+def case_close(
+    reference: str,
+    *,
+    reason: str,
+    by: Annotated[
+        str, Parameter(help="Your stakeholder key (senior approver; or case lead of a held case).")
+    ],
+) -> int:
+    """Send a case to closure before its plan is done (unresolved, or after a withdrawal)."""
+    from tasks.context import utcnow
+    from tasks.controls import close_early
+
+    return _control(
+        lambda: close_early(reference, by=by, reason=reason, now=utcnow()),
+        lambda r: f"{reference}: {r.state.value}; two approvers sign the closure in step 5.",
+    )
+
+
+@case_app.command(name="reopen")
+def case_reopen(
+    reference: str,
+    *,
+    to: Literal["verification", "remedy"],
+    reason: str,
+    by: Annotated[str, Parameter(help="Your stakeholder key (case lead or senior approver).")],
+) -> int:
+    """Reopen a closed case: to verification (new facts) or to plan design (remedy failed)."""
+    from tasks.context import utcnow
+    from tasks.controls import reopen_case
+
+    return _control(
+        lambda: reopen_case(reference, to=to, by=by, reason=reason, now=utcnow()),
+        lambda r: f"{reference}: reopened, {r.state.value}.",
+    )
+
+
+@plan_app.command(name="revise")
+def plan_revise(
+    reference: str,
+    *,
+    reason: str,
+    by: Annotated[str, Parameter(help="Your stakeholder key (the case lead).")],
+    agreed_by: Annotated[
+        str, Parameter(help="The victim representative who agreed to the revision.")
+    ],
+) -> int:
+    """Take a plan under way back to design; step 3 drafts its next version."""
+    from tasks.context import utcnow
+    from tasks.controls import revise_plan
+
+    return _control(
+        lambda: revise_plan(reference, by=by, agreed_by=agreed_by, reason=reason, now=utcnow()),
+        lambda r: f"{reference}: {r.state.value}; the plan's next version is drafted in step 3.",
+    )

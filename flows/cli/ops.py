@@ -1,0 +1,165 @@
+"""`remedy key|db|audit|notifications ...`, `doctor`, `up`, `monitor`: running store and stack."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Annotated
+
+from cyclopts import App, Parameter
+from rich.table import Table
+
+from flows.cli.common import EXIT_FAILED, EXIT_OK, fail, out
+
+db_app = App(name="db", help="The case store's schema.")
+key_app = App(name="key", help="The encryption key for identifying data.")
+audit_app = App(name="audit", help="The audit chain.")
+notifications_app = App(name="notifications", help="The outbox, its templates and delivery.")
+
+
+@key_app.command(name="init")
+def key_init() -> int:
+    """Create the local key file (mode 0600) unless a key is configured already."""
+    from models.settings import get_settings
+    from tasks.store.vault import init_key_file
+
+    settings = get_settings()
+    if settings.encryption_key is not None:
+        out.print("An encryption key is set in REMEDY_ENCRYPTION_KEY; no key file needed.")
+        return EXIT_OK
+    path = settings.resolved_key_file()
+    if init_key_file(path):
+        out.print(
+            f"Created {path} (readable by you only). Back it up: without it, "
+            "identifying data cannot be read."
+        )
+    else:
+        out.print(f"Key file {path} already exists; left as it is.")
+    return EXIT_OK
+
+
+@db_app.command(name="upgrade")
+def db_upgrade() -> int:
+    """Create or migrate the case store to the newest schema."""
+    from alembic import command
+
+    from migrations import alembic_config
+    from models.settings import get_settings
+
+    settings = get_settings()
+    command.upgrade(
+        alembic_config(settings.resolved_database_url(), settings.database_schema), "head"
+    )
+    out.print("Case store is at the newest schema.")
+    return EXIT_OK
+
+
+@audit_app.command(name="verify")
+def audit_verify(reference: str) -> int:
+    """Check a case's audit chain ('system' for the directory's) and name the first broken link."""
+    from tasks.store.audit import verify_chain
+    from tasks.store.cases import get_case
+    from tasks.store.db import read_only
+
+    with read_only() as session:
+        if reference != "system":
+            get_case(session, reference)
+        report = verify_chain(session, reference)
+    if report.ok:
+        out.print(f"{reference}: audit chain intact ({report.events} events).")
+        return EXIT_OK
+    return fail(f"{reference}: audit chain broken at event #{report.broken_at}: {report.problem}")
+
+
+@notifications_app.command(name="deliver")
+def notifications_deliver(
+    *, case: str | None = None, limit: int = 2000, every: float | None = None
+) -> int:
+    """Send what the outbox holds (of one case, or all); --every N keeps draining every N s."""
+    import time
+
+    from tasks.context import utcnow
+    from tasks.drain import deliver_due
+
+    while True:
+        report = deliver_due(now=utcnow(), limit=limit, case_ref=case)
+        out.print(
+            f"{report.delivered} delivered, {report.failed} to retry, {report.gave_up} given up, "
+            f"{report.suppressed} suppressed"
+        )
+        if every is None:
+            return EXIT_OK
+        time.sleep(every)
+
+
+@notifications_app.command(name="check")
+def notifications_check() -> int:
+    """Check routing, templates and translations; list texts a locale does not translate."""
+    from notifications.render import missing_translations
+    from tasks.context import current_routing
+
+    current_routing()  # raises with every problem if the routing file is wrong
+    missing = missing_translations()
+    problems = 0
+    for locale, texts in missing.items():
+        for text in texts:
+            out.print(f"{locale}: missing translation (English is sent): {text}", markup=False)
+            problems += 1
+    if not problems:
+        out.print("Routing and templates are valid; every text is translated.")
+    return EXIT_FAILED if problems else EXIT_OK
+
+
+def doctor(*, as_json: Annotated[bool, Parameter(name="--json")] = False) -> int:
+    """List cases whose stored state and Prefect runs disagree (exit 1 if any)."""
+    from tasks.context import utcnow
+    from tasks.monitoring.doctor import diagnose
+
+    findings = diagnose(now=utcnow())
+    if as_json:
+        out.print_json(json.dumps([f.model_dump(mode="json") for f in findings]))
+    elif not findings:
+        out.print("Store and Prefect agree: every waiting decision has a live suspended run.")
+    else:
+        table = Table("case", "step", "problem", "flow run", "run state", "repair")
+        for f in findings:
+            table.add_row(
+                f.case_ref,
+                str(f.step),
+                f.detail,
+                str(f.flow_run_id or "-"),
+                f.run_state or "-",
+                f.repair,
+            )
+        out.print(table)
+    return EXIT_FAILED if findings else EXIT_OK
+
+
+def up(*, port: int = 4200, approval_port: int | None = None) -> int:
+    """Start the Prefect server (unless one is configured), the runner and the approval page."""
+    from flows.local.stack import StackError
+    from flows.local.up import prepare_store, run_until_interrupted, start_stack
+    from models.settings import get_settings
+
+    prepare_store()
+    try:
+        stack = start_stack(
+            get_settings().home,
+            port,
+            out.print,
+            approval_port=approval_port or get_settings().approval_port,
+        )
+    except StackError as exc:
+        return fail(str(exc))
+    out.print(f"Remedy is up. Prefect UI: {stack.ui_url}  (Ctrl-C stops everything)")
+    out.print(f"Logs: {stack.home / 'logs'}")
+    return run_until_interrupted(stack, out.print)
+
+
+def monitor(*, now: datetime | None = None) -> int:
+    """Run one monitoring sweep now (or as of --now), against the configured Prefect server."""
+    from flows.monitor_milestones import monitor_milestones
+
+    summary = monitor_milestones(now=now.astimezone(UTC) if now else None)
+    out.print(", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in summary.items()))
+    return EXIT_OK
