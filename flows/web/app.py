@@ -4,7 +4,7 @@
 REMEDY_APPROVAL_PORT (127.0.0.1:8686). The routes are `GET /healthz`, `GET /a/{token}` (shows;
 never changes anything, so link scanners decide nothing) and `POST /a/{token}` (acts, with a CSRF
 token and the recipient typing their stakeholder key). This module only parses requests and
-renders pages; the work is in tasks.web.page.
+renders pages; the work is in tasks/web/ (links, refusals, guard, forms, actions).
 """
 
 from __future__ import annotations
@@ -32,26 +32,25 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from models.enums import LinkPurpose
 from models.settings import get_settings
 from tasks.context import utcnow
-from tasks.web.page import (
+from tasks.decisions.fields import FieldSpec
+from tasks.web.actions import (
+    SubmissionFailedError,
+    decide_from_link,
+    decision_verdict,
+    progress_from_link,
+)
+from tasks.web.forms import (
     CSRF_FIELD,
     KEY_FIELD,
-    FieldSpec,
     FormData,
     FormProblemsError,
-    LinkRefusedError,
-    LinkView,
-    SubmissionFailedError,
-    check_post,
-    csrf_token,
-    decide_from_link,
     decision_fields,
-    decision_markdown,
-    decision_verdict,
     progress_fields,
-    progress_from_link,
-    resolve_link,
     submitted_values,
 )
+from tasks.web.guard import check_post, csrf_token
+from tasks.web.links import LinkView, decision_markdown, resolve_link
+from tasks.web.refusals import LinkRefusedError
 
 log = logging.getLogger("remedy.approval_page")
 
@@ -122,6 +121,7 @@ def page(template: str, status: int = 200, **context: Any) -> HTMLResponse:
 
 
 def refused_page(exc: LinkRefusedError) -> HTMLResponse:
+    """Render the page that says why a link was refused, with the refusal's status."""
     return page(
         "message",
         exc.status,

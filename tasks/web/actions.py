@@ -1,0 +1,108 @@
+"""Acting on a shown link, once: take the decision through the Prefect API, or record the owner's
+milestone progress report (and start closure if it settled the plan's last milestone).
+
+The form is checked first, so a form with problems uses nothing up; the link is then claimed, and
+given back if the action did not happen. Logs name case references and link ids only: never the
+token nor what a person typed.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import datetime
+from typing import Literal
+
+from models.tables import ApprovalLink
+from tasks.decisions.resume import SubmitFailedError, await_verdict, submit_decision
+from tasks.orchestration.runs import close_completed_plan, prefect_configured
+from tasks.steps.implement import MilestoneResult, MilestoneUpdateError, update_milestone
+from tasks.store.db import read_only
+from tasks.store.links import link_code
+from tasks.web.forms import FormData, FormProblemsError, checked_decision, parse_progress
+from tasks.web.links import LinkView, audit_used, claim, release_link
+from tasks.web.refusals import NO_LONGER_NEEDED, TAMPERED
+
+log = logging.getLogger("remedy.approval_page")
+
+
+class SubmissionFailedError(Exception):
+    """Prefect did not take the submission; the link was released and nothing changed."""
+
+
+def decide_from_link(
+    view: LinkView, form: FormData, *, now: datetime, submit_seconds: float = 30.0
+) -> uuid.UUID:
+    """Submit a decision through the Prefect API as the link's recipient; return the run id.
+
+    The form is checked against the decision's model first (nothing is used up if it fails);
+    the link is then claimed, and released again if Prefect does not take the submission.
+    """
+    assert view.kind is not None and view.request_id is not None
+    with read_only() as session:
+        link = session.get(ApprovalLink, view.link_id)
+        code = link_code(link) if link is not None else None
+    if code is None:
+        raise TAMPERED.error("no-code")
+    checked = checked_decision(view.kind, form, approver=view.stakeholder_key, code=code)
+    claim(view, now=now)
+    try:
+        run_id = submit_decision(
+            view.request_id, checked.model_dump(mode="json"), wait_seconds=submit_seconds
+        )
+    except SubmitFailedError as exc:
+        release_link(view.link_id)
+        log.warning("submission not accepted: case=%s link=%s", view.case_ref, view.link_id)
+        raise SubmissionFailedError(str(exc)) from None
+    audit_used(view, now=now, details={"request_id": str(view.request_id), "kind": view.kind.value})
+    log.info("decision submitted: case=%s link=%s", view.case_ref, view.link_id)
+    return run_id
+
+
+Verdict = Literal["accepted", "refused", "cancelled", "checking"]
+
+
+def decision_verdict(request_id: uuid.UUID, *, wait_seconds: float) -> tuple[Verdict, str | None]:
+    """Wait a little for the resumed step to check a submission; say what it made of it.
+
+    Refused comes with the step's reason; cancelled (the case left the step) with what the page
+    says of a link to a decision that is no longer needed.
+    """
+    checked = await_verdict(request_id, wait_seconds=wait_seconds, poll=0.5)
+    if checked.status == "cancelled":
+        return "cancelled", f"{NO_LONGER_NEEDED.title}. {NO_LONGER_NEEDED.message}"
+    return checked.status, checked.reason
+
+
+def progress_from_link(view: LinkView, form: FormData, *, now: datetime) -> MilestoneResult:
+    """Record the owner's progress report on a milestone, once; start closure if it was the last."""
+    assert view.milestone is not None
+    report = parse_progress(form)
+    claim(view, now=now)
+    try:
+        result = update_milestone(
+            view.case_ref,
+            view.milestone.key,
+            status=report.status,
+            by=view.stakeholder_key,
+            note=report.note,
+            evidence=report.evidence,
+            now=now,
+            idempotency_key=str(view.link_id),
+        )
+    except MilestoneUpdateError as exc:
+        release_link(view.link_id)
+        raise FormProblemsError([str(exc)]) from None
+    audit_used(
+        view, now=now, details={"milestone": view.milestone.key, "status": report.status.value}
+    )
+    log.info("progress recorded: case=%s link=%s", view.case_ref, view.link_id)
+    if result.plan_completed and prefect_configured():
+        try:
+            close_completed_plan(
+                view.case_ref, now=now, actor=f"stakeholder:{view.stakeholder_key}"
+            )
+        except Exception:
+            # the step's run starts later all the same: `remedy start` or the sweep hands over
+            log.exception("could not start the next step: case=%s", view.case_ref)
+    return result

@@ -1,0 +1,197 @@
+"""Acting on an approval-page link on real stores, as far as it goes without a Prefect server: a
+form with problems uses nothing up, the verdict reads what the step recorded, and a milestone
+owner's progress report is recorded once from their link.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from sqlmodel import select
+
+from models.enums import DecisionKind, DecisionRequestStatus, LinkPurpose, MilestoneStatus
+from models.tables import AuditEvent, PlanAction, ProgressUpdate
+from tasks.decisions.requests import cancel_waiting
+from tasks.steps.implement import update_milestone
+from tasks.store.cases import get_case
+from tasks.store.db import read_only, unit_of_work
+from tasks.store.links import create_link
+from tasks.web.actions import decide_from_link, decision_verdict, progress_from_link
+from tasks.web.forms import FormProblemsError
+from tasks.web.links import resolve_link
+from tasks.web.refusals import LinkRefusedError
+from tests.conftest import Store
+from tests.integration.factories import LEAD, SUPPLIER, Clock, script, stakeholder_id
+from tests.integration.test_web_links import (
+    changed,
+    link_row,
+    owned_milestone,
+    refusals,
+    request_row,
+    token_of,
+    waiting_screening,
+)
+
+NO_LONGER_NEEDED = (
+    "This decision is no longer needed. The case left the step that asked for it (it was put on "
+    "hold, closed early or revised); nothing was changed. A new request reaches you if the step "
+    "asks again."
+)
+
+
+# --- deciding ------------------------------------------------------------------------------------
+
+
+def test_the_verdict_says_what_the_step_made_of_a_submission(store: Store) -> None:
+    clock = Clock()
+    case, request_id, _ = waiting_screening(clock)
+    _, values = script(DecisionKind.SCREENING)
+
+    assert decision_verdict(request_id, wait_seconds=0) == ("checking", None)
+    started = time.monotonic()
+    assert decision_verdict(request_id, wait_seconds=0.6) == ("checking", None)
+    assert time.monotonic() - started >= 0.6  # it waited for the step before saying so
+
+    assert not case.submit(request_id, LEAD, values, code="ZZZZ2222").accepted
+    assert decision_verdict(request_id, wait_seconds=0) == (
+        "refused",
+        "the approval code is wrong",
+    )
+
+    newer = case.prepare(DecisionKind.SCREENING).request_id
+    assert case.submit(newer, LEAD, values).accepted
+    assert decision_verdict(newer, wait_seconds=0) == ("accepted", None)
+
+    # the case left the step while the decision waited
+    safety = case.prepare(DecisionKind.SAFETY).request_id
+    with unit_of_work() as session:
+        stored = get_case(session, case.ref, lock=True)
+        cancel_waiting(session, stored, now=clock.tick(), actor="test", why="put on hold")
+    assert request_row(safety).status == DecisionRequestStatus.CANCELLED
+    assert decision_verdict(safety, wait_seconds=0) == ("cancelled", NO_LONGER_NEEDED)
+
+
+def test_a_decision_form_with_problems_uses_nothing_up(store: Store) -> None:
+    clock = Clock()
+    _, request_id, link = waiting_screening(clock)
+    view = resolve_link(token_of(link), now=clock.now)
+    before = store.row_counts()
+
+    with pytest.raises(FormProblemsError) as caught:
+        decide_from_link(view, {"outcome": [""], "duplicate_of": ["nonsense"]}, now=clock.tick())
+
+    assert caught.value.problems == [
+        "outcome: is required but missing",
+        "duplicate_of: String should match pattern '^(RC-\\d{4}-\\d{4,})?$'",
+    ]
+    assert store.row_counts() == before
+    assert link_row(link.id).used_at is None
+    assert request_row(request_id).status == DecisionRequestStatus.WAITING
+
+
+def test_a_decide_link_without_its_code_is_refused_and_uses_nothing_up(store: Store) -> None:
+    clock = Clock()
+    case, request_id, link = waiting_screening(clock)
+    with unit_of_work() as session:
+        bare = create_link(
+            session,
+            purpose=LinkPurpose.DECIDE,
+            case_id=case.case().id,
+            stakeholder_id=stakeholder_id(LEAD),
+            request_id=request_id,
+            now=clock.now,
+            expires_at=link.expires_at,
+        )
+    view = resolve_link(token_of(bare), now=clock.now)
+    before = store.row_counts()
+
+    with pytest.raises(LinkRefusedError) as caught:
+        decide_from_link(view, {"outcome": ["accepted"]}, now=clock.tick())
+
+    assert (caught.value.status, caught.value.reason) == (400, "no-code")
+    assert store.row_counts() == before and link_row(bare.id).used_at is None
+
+
+# --- reporting progress --------------------------------------------------------------------------
+
+
+def test_a_milestone_owner_reports_progress_from_their_link_once(store: Store) -> None:
+    clock = Clock()
+    case, action, link = owned_milestone(clock)
+    view = resolve_link(token_of(link), now=clock.now)
+    form = {
+        "status": ["done"],
+        "note": ["Delivered to P-01 in person."],
+        "evidence": ["doc:receipt-17\r\ndoc:photo-3\r\n"],
+    }
+    at = clock.tick()
+
+    result = progress_from_link(view, form, now=at)
+
+    assert (result.key, result.status, result.plan_completed) == (
+        "document-return",
+        MilestoneStatus.DONE,
+        False,
+    )
+    with read_only() as session:
+        stored = session.get(PlanAction, action.id)
+        [update] = session.exec(
+            select(ProgressUpdate).where(ProgressUpdate.idempotency_key == str(link.id))
+        ).all()
+    assert stored is not None and stored.status == MilestoneStatus.DONE
+    assert stored.evidence_refs == ["doc:receipt-17", "doc:photo-3"]
+    assert (update.status, update.reported_by_id) == (
+        MilestoneStatus.DONE,
+        stakeholder_id(SUPPLIER),
+    )
+    assert update.note == "Delivered to P-01 in person."
+    assert link_row(link.id).used_at == at
+    [used] = [e for e in case.audit() if e.action == "link.used"]
+    assert (used.actor, used.subject_id) == (f"stakeholder:{SUPPLIER}", str(link.id))
+    assert used.details == {"purpose": "progress", "milestone": "document-return", "status": "done"}
+    assert case.chain().ok
+
+    # the same form sent again (a second tab, a double click) is refused and changes nothing
+    before = store.row_counts()
+    with pytest.raises(LinkRefusedError) as caught:
+        progress_from_link(view, form, now=clock.tick())
+    assert (caught.value.status, caught.value.reason) == (410, "replayed")
+    assert changed(before, store.row_counts()) == {"audit_event": 1}
+    assert refusals(case.ref)[-1].details == {"reason": "replayed", "purpose": "progress"}
+
+
+def test_a_progress_report_with_problems_uses_nothing_up(store: Store) -> None:
+    clock = Clock()
+    _, _, link = owned_milestone(clock)
+    view = resolve_link(token_of(link), now=clock.now)
+    before = store.row_counts()
+
+    with pytest.raises(FormProblemsError) as caught:
+        progress_from_link(view, {"status": ["verified"]}, now=clock.tick())
+
+    assert caught.value.problems == ["status: choose in progress or done"]
+    assert store.row_counts() == before and link_row(link.id).used_at is None
+
+
+def test_a_report_the_milestone_no_longer_takes_gives_the_link_back(store: Store) -> None:
+    clock = Clock()
+    case, action, link = owned_milestone(clock)
+    view = resolve_link(token_of(link), now=clock.now)
+    # the lead settles the milestone while the owner's form is open
+    for status, by, evidence in (
+        (MilestoneStatus.DONE, LEAD, ["doc:receipts"]),
+        (MilestoneStatus.VERIFIED, LEAD, []),
+    ):
+        update_milestone(
+            case.ref, action.key, status=status, by=by, evidence=evidence, now=clock.tick()
+        )
+    before = store.row_counts()
+
+    with pytest.raises(FormProblemsError) as caught:
+        progress_from_link(view, {"status": ["done"]}, now=clock.tick())
+
+    assert caught.value.problems == ["milestone document-return is verified already"]
+    assert store.row_counts() == before and link_row(link.id).used_at is None
+    with read_only() as session:
+        assert not session.exec(select(AuditEvent).where(AuditEvent.action == "link.used")).first()
