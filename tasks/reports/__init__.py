@@ -1,1 +1,1 @@
-"""."""
+"""What Remedy publishes about cases: the case view, the portfolio and the lessons report."""
