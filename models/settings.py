@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -44,7 +46,8 @@ class Settings(BaseSettings):
     )
     approval_base_url: str = Field(
         default="http://127.0.0.1:8686",
-        description="Address of the approval page as stakeholders reach it (used in links).",
+        description="Address of the approval page as stakeholders reach it (used in links); "
+        "https, or http on this machine only (127.0.0.1, ::1, localhost).",
     )
     approval_host: str = Field(default="127.0.0.1", description="Where the approval page listens.")
     approval_port: int = Field(default=8686, ge=1, le=65535)
@@ -80,6 +83,22 @@ class Settings(BaseSettings):
     def _no_blank_url(cls, v: str | None) -> str | None:
         return v or None
 
+    @field_validator("approval_base_url")
+    @classmethod
+    def _https_off_loopback(cls, v: str) -> str:
+        # the links carry single-use tokens and the page a CSRF token: plain http only where the
+        # traffic never leaves the machine
+        parts = urlsplit(v)
+        if parts.scheme == "https" and parts.hostname:
+            return v
+        if parts.scheme == "http" and _is_loopback(parts.hostname or ""):
+            return v
+        raise ValueError(
+            "REMEDY_APPROVAL_BASE_URL must use https, e.g. https://approvals.example.org: its "
+            "links carry single-use tokens; plain http is accepted only on this machine "
+            "(127.0.0.1, ::1 or localhost)"
+        )
+
     def resolved_database_url(self) -> str:
         """Return the case-store URL, defaulting to the SQLite file under home."""
         if self.database_url:
@@ -89,6 +108,15 @@ class Settings(BaseSettings):
     def resolved_key_file(self) -> Path:
         """Return the path of the key file."""
         return self.encryption_key_file or self.home / "remedy.key"
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @lru_cache(maxsize=1)

@@ -59,8 +59,10 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
     "Referrer-Policy": "no-referrer",  # the token is in the address
     "X-Frame-Options": "DENY",
+    # no framing (clickjacking), no <base> to redirect relative addresses, forms post only here
     "Content-Security-Policy": (
-        "default-src 'none'; style-src 'self' 'unsafe-inline'; form-action 'self'"
+        "default-src 'none'; style-src 'self' 'unsafe-inline'; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'"
     ),
     "X-Content-Type-Options": "nosniff",
 }
@@ -231,8 +233,8 @@ async def act(request: Request, check_seconds: float) -> Response:
         return page(
             "message",
             503,
-            title="Prefect did not accept the submission; try again",
-            message="Nothing was changed and the link still works. Try again in a minute; if "
+            title="The decision could not be submitted; try again",
+            message="Nothing was recorded and the link still works. Try again in a minute; if "
             "it keeps failing, decide in the Prefect UI with the code from your message.",
             hint=None,
             tone="retry",

@@ -20,6 +20,7 @@ from models.policy import decision_due
 from models.tables import CaseMember, Decision, DecisionRequest, RemediationCase, Stakeholder
 from tasks.context import current_policy
 from tasks.decisions.codes import issue_codes
+from tasks.markdown import md_text
 from tasks.steps.table import spec_of
 from tasks.store.audit import append_audit
 from tasks.store.cases import get_case
@@ -128,11 +129,11 @@ def decision_of(session: Session, request_id: uuid.UUID) -> Decision | None:
 def describe(session: Session, case: RemediationCase, request: DecisionRequest) -> str:
     title = spec_of(request.kind).title
     roles = " or ".join(r.value.replace("_", " ") for r in spec_of(request.kind).roles)
-    keys = ", ".join(_approver_keys(session, request))
+    keys = ", ".join(map(md_text, _approver_keys(session, request)))
     due = f"{request.due_at:%Y-%m-%d %H:%M} UTC" if request.due_at else "no deadline"
     body = spec_of(request.kind).describe(session, case, request)
     return (
-        f"## {title}: case {case.reference}\n\n"
+        f"## {title}: case {md_text(case.reference)}\n\n"
         f"Step {case.step} of 6. Decided by the case's {roles}: {keys}. Due {due}.\n\n"
         f"{body}\n\n"
         "Enter **your stakeholder key** and the **one-time approval code** from your "

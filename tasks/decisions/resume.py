@@ -1,20 +1,25 @@
 """Submitting a decision the way the Prefect UI does: resume the suspended run with the form.
 
 Used by `remedy decide`, the approval page and scripted stakeholders. The server checks the form
-against its JSON schema only; the step itself checks code, role and rules after it resumes.
+against its JSON schema only; the step itself checks code, role and rules after it resumes. Any
+failure to reach Prefect or to be heard by it is a `SubmitFailedError` whose message names neither
+the API's address nor a credential (an address may carry one).
 """
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import httpx
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import StateType
 from prefect.client.schemas.responses import SetStateStatus
 from prefect.exceptions import ObjectNotFound
+from pydantic import ValidationError
 from sqlmodel import col, select
 
 from models.enums import DecisionRequestStatus, LinkPurpose
@@ -65,7 +70,32 @@ def submit_decision(
 
     Waits (up to wait_seconds) for the run to be suspended on this request with its form saved,
     and retries a REJECT that arrives in the moment between suspension and the form being saved.
+    Raises SubmitFailedError when it cannot, Prefect being unreachable or failing included.
     """
+    # `from None` throughout: the client's errors quote the API's URL, credential and all
+    try:
+        return _resume(request_id, values, wait_seconds=wait_seconds)
+    except ObjectNotFound:
+        raise SubmitFailedError(
+            "the run waiting for this decision is gone; `remedy doctor` lists runs that were lost"
+        ) from None
+    except httpx.HTTPStatusError as exc:  # PrefectHTTPStatusError too
+        raise SubmitFailedError(
+            f"the Prefect API answered HTTP {exc.response.status_code}; nothing was submitted"
+        ) from None
+    except (httpx.TimeoutException, TimeoutError):
+        raise SubmitFailedError("the Prefect API did not answer in time; try again") from None
+    except (httpx.HTTPError, OSError) as exc:  # connection refused or reset, DNS, TLS, ...
+        raise SubmitFailedError(
+            f"the Prefect API could not be reached ({type(exc).__name__}); nothing was submitted"
+        ) from None
+    except (json.JSONDecodeError, ValidationError):  # e.g. a proxy's sign-in page
+        raise SubmitFailedError(
+            "the Prefect API's answer could not be read (is it Prefect?); nothing was submitted"
+        ) from None
+
+
+def _resume(request_id: uuid.UUID, values: dict[str, Any], *, wait_seconds: float) -> uuid.UUID:
     deadline = time.monotonic() + wait_seconds
     while True:
         request = load_request(request_id)

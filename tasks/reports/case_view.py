@@ -12,6 +12,7 @@ from sqlmodel import col, select
 from models.enums import DecisionRequestStatus, PlanStatus, Step
 from models.tables import DecisionRequest, PlanAction, Stakeholder
 from tasks.case_state import current_plan, milestone_summary
+from tasks.markdown import md_text
 from tasks.steps.table import spec_of
 from tasks.store.cases import get_case
 from tasks.store.db import read_only
@@ -49,7 +50,7 @@ def case_view(
             ).all()
         summary = milestone_summary(session, case.id)
         lines = [
-            f"# Case {case.reference}",
+            f"# Case {md_text(case.reference)}",
             "",
             f"**Step {case.step} of 6: {Step(case.step).title}**  ",
             f"State: `{case.state.value}` · status: `{case.status.value}` · "
@@ -96,7 +97,10 @@ def case_view(
                     else ""
                 )
                 state = f"{action.status.value}{late}"
-                lines.append(f"| {action.key} | {owner or '-'} | {action.due_on} | {state} |")
+                lines.append(
+                    f"| {md_text(action.key)} | {md_text(owner or '-')} | {action.due_on} "
+                    f"| {state} |"
+                )
         else:
             lines.append("No plan yet.")
         return "\n".join(lines) + "\n"

@@ -24,6 +24,7 @@ from models.tables import ClosureRecord, Decision, DecisionRequest, RemediationC
 from notifications.outbox import notify
 from tasks.case_state import milestone_summary
 from tasks.context import current_routing
+from tasks.markdown import md_text
 from tasks.steps.base import DecisionSpec, HandlerContext, RefusedError, Verdict, transition
 
 
@@ -145,10 +146,11 @@ def _describe_confirmation(session: Session, case: RemediationCase, _r: Decision
     who = session.get(Stakeholder, proposal.approver_id)
     p = proposal.payload
     return (
-        f"{who.key if who else '?'} proposes to close the case as **{p.get('closure_type')}**.\n\n"
+        f"{md_text(who.key if who else '?')} proposes to close the case as "
+        f"**{md_text(p.get('closure_type'))}**.\n\n"
         f"- Victims' view recorded: {'yes' if p.get('victim_view_recorded') else 'no'}\n"
         f"- Unresolved closure authorised: {'yes' if p.get('unresolved_authorised') else 'no'}\n"
-        f"- Follow-up in {p.get('follow_up_days', 0)} days\n\n"
+        f"- Follow-up in {md_text(p.get('follow_up_days', 0))} days\n\n"
         "Confirm it, or reject it with a reason (the proposal is then made again)."
     )
 

@@ -38,6 +38,7 @@ from models.tables import (
 from notifications.outbox import notify
 from tasks.case_state import CLOSED_MILESTONES, SYSTEM, current_plan
 from tasks.context import current_plan_templates, current_policy, current_routing
+from tasks.markdown import md_text
 from tasks.steps.base import (
     DecisionSpec,
     HandlerContext,
@@ -314,8 +315,8 @@ def _plan_md(session: Session, case: RemediationCase) -> str:
     ]
     for action, owner in rows:
         lines.append(
-            f"| {action.key} | {action.title} | {owner or '-'} | {action.due_on} "
-            f"| {action.verification_method} |"
+            f"| {md_text(action.key)} | {md_text(action.title)} | {md_text(owner or '-')} "
+            f"| {action.due_on} | {md_text(action.verification_method)} |"
         )
     return "\n".join(lines)
 

@@ -20,6 +20,7 @@ from models.enums import (
 from models.forms import ImpactAssessmentForm, ResponseForm
 from models.policy import SeverityInput, assess_severity, remedy_role, response_level
 from models.tables import DecisionRequest, RemediationCase
+from tasks.markdown import md_text
 from tasks.steps.base import (
     DecisionSpec,
     HandlerContext,
@@ -80,12 +81,13 @@ def handle_response(ctx: HandlerContext) -> Verdict:
 def _describe_impact(session: Session, case: RemediationCase, _r: DecisionRequest) -> str:
     finding = latest_finding(session, case)
     present = [k for k, v in finding.ilo_indicators.items() if v == "present"] if finding else []
+    annex_ii = finding.annex_ii if finding else []
     return (
         "How is the company involved (cause / contribute / directly linked, UNGP 19), and how "
         "severe is the harm (scale, scope, irremediable character)? Policy derives the response "
         "level from your answers.\n\n"
-        f"- Indicators found present: {', '.join(present) or 'none'}\n"
-        f"- Annex II: {', '.join(finding.annex_ii) if finding and finding.annex_ii else 'none'}\n"
+        f"- Indicators found present: {', '.join(map(md_text, present)) or 'none'}\n"
+        f"- Annex II: {', '.join(map(md_text, annex_ii)) or 'none'}\n"
         f"- Trafficking indicated: {'yes' if finding and finding.trafficking_indicated else 'no'}"
     )
 

@@ -20,6 +20,7 @@ from models.enums import (
 )
 from models.forms import SafetyForm, ScreeningForm, VerificationForm
 from models.tables import DecisionRequest, RemediationCase, SafetyAssessment, VerificationFinding
+from tasks.markdown import md_text
 from tasks.steps.base import (
     DecisionSpec,
     HandlerContext,
@@ -119,19 +120,20 @@ def _facts_md(session: Session, case: RemediationCase) -> str:
     a = allegation_of(session, case)
     persons = persons_of(session, case)
     people = ", ".join(
-        f"{p.pseudonym} ({p.age_band.value}{', minor' if p.is_minor else ''}"
+        f"{md_text(p.pseudonym)} ({p.age_band.value}{', minor' if p.is_minor else ''}"
         f"{', age uncertain' if p.age_uncertain else ''})"
         for p in persons
     )
     lines = [
         f"- Reported by: {a.source_type.value} via {a.channel.value}"
         f"{' (anonymous)' if a.anonymous else ''}, received {a.received_at:%Y-%m-%d}",
-        f"- Where: {a.country}{' / ' + a.site if a.site else ''}; mineral: {a.mineral.value}",
+        f"- Where: {md_text(a.country)}{' / ' + md_text(a.site) if a.site else ''}; "
+        f"mineral: {a.mineral.value}",
         f"- Persons reported: {a.persons_reported}; recorded: {people or 'none'}",
         f"- Preliminary severity: {case.severity.value if case.severity else 'unknown'}",
     ]
     if a.reported_indicators:
-        lines.append("- ILO indicators reported: " + ", ".join(a.reported_indicators))
+        lines.append("- ILO indicators reported: " + ", ".join(map(md_text, a.reported_indicators)))
     return "\n".join(lines)
 
 

@@ -2,8 +2,8 @@
 milestone progress report (and start closure if it settled the plan's last milestone).
 
 The form is checked first, so a form with problems uses nothing up; the link is then claimed, and
-given back if the action did not happen. Logs name case references and link ids only: never the
-token nor what a person typed.
+given back if the action did not happen, whatever stopped it. Logs name case references and link
+ids only: never the token nor what a person typed.
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ def decide_from_link(
     """Submit a decision through the Prefect API as the link's recipient; return the run id.
 
     The form is checked against the decision's model first (nothing is used up if it fails);
-    the link is then claimed, and released again if Prefect does not take the submission.
+    the link is then claimed, and released again if the submission fails in any way (Prefect
+    unreachable, failing or refusing it: SubmissionFailedError).
     """
     assert view.kind is not None and view.request_id is not None
     with read_only() as session:
@@ -54,6 +55,11 @@ def decide_from_link(
         release_link(view.link_id)
         log.warning("submission not accepted: case=%s link=%s", view.case_ref, view.link_id)
         raise SubmissionFailedError(str(exc)) from None
+    except Exception:
+        # whatever failed, the link must not stay used up: sent again, a decision that did get
+        # through is refused, its request no longer waiting
+        release_link(view.link_id)
+        raise
     audit_used(view, now=now, details={"request_id": str(view.request_id), "kind": view.kind.value})
     log.info("decision submitted: case=%s link=%s", view.case_ref, view.link_id)
     return run_id

@@ -25,7 +25,7 @@ from models.enums import (
     Role,
     Step,
 )
-from models.intake import DirectoryIn
+from models.intake import DirectoryIn, Location
 from models.tables import (
     AuditEvent,
     CaseMember,
@@ -179,13 +179,21 @@ class SampleCase:
             return verify_chain(session, self.ref)
 
 
-def start_sample_case(clock: Clock, *, variant: str = "", directory: bool = True) -> SampleCase:
-    """Load the directory, open the sample case (a variant is another report), start step 1."""
+def start_sample_case(
+    clock: Clock, *, variant: str = "", directory: bool = True, site: str | None = None
+) -> SampleCase:
+    """Load the directory, open the sample case (a variant is another report), start step 1.
+
+    A site replaces the report's `location.site` (checked as intake checks it).
+    """
     if directory:
         load_sample_directory(clock.now)
     report = read_report(SAMPLE_REPORT, now=clock.now)
     if variant:
         report = report.model_copy(update={"description": f"{report.description} {variant}"})
+    if site is not None:
+        location = Location(country=report.location.country, site=site)
+        report = report.model_copy(update={"location": location})
     ref = open_case(report, now=clock.tick(), actor="test").reference
     begin_case(ref, now=clock.tick())
     run_id = uuid.uuid4()

@@ -34,6 +34,7 @@ from tasks.case_state import begin_case, move, open_step
 from tasks.context import current_policy
 from tasks.decisions.requests import DecisionView
 from tasks.intake import open_case, read_report
+from tasks.reports.case_view import case_view
 from tasks.reports.lessons import LessonsFigures, lessons_figures
 from tasks.reports.lessons_render import render_lessons, svg_step_durations
 from tasks.steps.implement import activate_plan, update_milestone
@@ -44,6 +45,7 @@ from tests.conftest import Store
 from tests.integration.factories import (
     LEAD,
     SAMPLE_REPORT,
+    SUPPLIER,
     Clock,
     SampleCase,
     dump_store,
@@ -51,7 +53,10 @@ from tests.integration.factories import (
     milestones,
     rows,
     script,
+    start_sample_case,
+    to_implementing,
 )
+from tests.integration.test_step3_plan import table_rows
 
 CANARY = "Zebulon Canaryfield-Oyelaran"  # planted in identities, narratives and free text
 SINCE = date(2027, 1, 1)
@@ -674,4 +679,28 @@ def test_html_report_escapes_stored_text_and_draws_each_step(
     printed = capsys.readouterr().out
     assert (
         printed.startswith("# Lessons learned across closed cases") and "&lt;script&gt;" in printed
+    )
+
+
+def test_the_case_view_shows_stored_text_as_text(store: Store) -> None:
+    case = to_implementing(Clock())
+    activate_plan(case.ref, now=case.clock.tick())
+    hostile = "x|[sign in](https://evil.example/login)"
+    with unit_of_work() as session:  # whoever wrote it, stored text is data
+        action = session.exec(select(PlanAction).where(PlanAction.key == "document-return")).one()
+        action.key, due = hostile, action.due_on
+        session.add(action)
+    run_link = "http://127.0.0.1:4200/runs/flow-run/1"
+
+    shown = case_view(case.ref, now=case.clock.now, link=lambda _: run_link)
+
+    # every cell is plain text (no link), and the edited milestone keeps its four cells
+    assert [r for r in table_rows(shown) if r[0] == hostile] == [
+        [hostile, SUPPLIER, str(due), "active"]
+    ]
+    # the one link a case view carries is ours: the run waiting for a decision
+    waiting = start_sample_case(case.clock, variant="another", directory=False)
+    waiting.prepare(DecisionKind.SCREENING)
+    assert f"| [flow run]({run_link}) |" in case_view(
+        waiting.ref, now=case.clock.now, link=lambda _: run_link
     )

@@ -4,6 +4,10 @@
 
 from __future__ import annotations
 
+import re
+
+from markdown_it import MarkdownIt
+
 from models.enums import (
     CaseEvent,
     CaseState,
@@ -23,6 +27,7 @@ from models.tables import (
     Notification,
     VerificationFinding,
 )
+from tasks.decisions.requests import describe_request
 from tests.conftest import Store
 from tests.integration.factories import (
     LEAD,
@@ -199,3 +204,21 @@ def test_substantiated_without_a_safety_assessment_is_refused(store: Store) -> N
     assert case.submit(again.request_id, who, values).accepted
     assert_state(case, CaseState.DETERMINING_RESPONSE, Step.RESPOND, CaseStatus.ACTIVE)
     assert case.chain().ok
+
+
+EVIL_SITE = "[Session expired - sign in](https://evil.example/login)"
+
+
+def test_a_site_written_as_a_link_is_described_as_text(store: Store) -> None:
+    case = start_sample_case(Clock(), site=EVIL_SITE)
+    # the page renders descriptions so; the Prefect UI renders the run input's description too
+    markdown = MarkdownIt("commonmark", {"html": False}).enable("table")
+    for kind in (DecisionKind.SCREENING, DecisionKind.SAFETY):
+        pending = case.prepare(kind)
+        described = describe_request(pending.request_id)
+        assert described == pending.description  # what the run input carries
+        html = markdown.render(described)
+        assert "<a " not in html and "href" not in html
+        assert f"<li>Where: CD / {EVIL_SITE}; mineral: tin</li>" in html
+        assert re.search(r"(?<!\\)://", described) is None  # no bare URL to autolink
+        case.decide(kind)

@@ -5,19 +5,29 @@ owner's progress report is recorded once from their link.
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from prefect.settings import PREFECT_API_URL, temporary_settings
 from sqlmodel import select
 
 from models.enums import DecisionKind, DecisionRequestStatus, LinkPurpose, MilestoneStatus
 from models.tables import AuditEvent, PlanAction, ProgressUpdate
 from tasks.decisions.requests import cancel_waiting
+from tasks.decisions.resume import SubmitFailedError, submit_decision
 from tasks.steps.implement import update_milestone
 from tasks.store.cases import get_case
 from tasks.store.db import read_only, unit_of_work
 from tasks.store.links import create_link
-from tasks.web.actions import decide_from_link, decision_verdict, progress_from_link
+from tasks.web.actions import (
+    SubmissionFailedError,
+    decide_from_link,
+    decision_verdict,
+    progress_from_link,
+)
 from tasks.web.forms import FormProblemsError
 from tasks.web.links import resolve_link
 from tasks.web.refusals import LinkRefusedError
@@ -111,6 +121,91 @@ def test_a_decide_link_without_its_code_is_refused_and_uses_nothing_up(store: St
 
     assert (caught.value.status, caught.value.reason) == (400, "no-code")
     assert store.row_counts() == before and link_row(bare.id).used_at is None
+
+
+class _FakeApi(BaseHTTPRequestHandler):
+    """A Prefect API that is not well: every request gets the server's one answer."""
+
+    answer: tuple[int, str, bytes] = (500, "application/json", b'{"detail": "boom"}')
+
+    def _answer(self) -> None:
+        status, content_type, body = self.answer
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, *_args: object) -> None:
+        return
+
+
+class _NotPrefect(_FakeApi):
+    answer = (200, "text/html", b"<html><body>Sign in</body></html>")  # a proxy's sign-in page
+
+
+@pytest.fixture
+def fake_apis() -> Iterator[dict[str, str]]:
+    """Addresses of Prefect APIs that fail, each with a credential in it, by name."""
+    servers = {
+        name: ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        for name, handler in (("failing", _FakeApi), ("not-prefect", _NotPrefect))
+    }
+    for server in servers.values():
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield {
+        name: f"http://remedy:s3cret-api-key@127.0.0.1:{server.server_address[1]}/api"
+        for name, server in servers.items()
+    }
+    for server in servers.values():
+        server.shutdown()
+        server.server_close()
+
+
+NOWHERE = "http://remedy:s3cret-api-key@127.0.0.1:9/api"  # nothing listens there
+
+
+FAILURES = {
+    "connection-refused": (
+        None,
+        "the Prefect API could not be reached (ConnectError); nothing was submitted",
+    ),
+    "http-500": ("failing", "the Prefect API answered HTTP 500; nothing was submitted"),
+    "not-prefect": (
+        "not-prefect",
+        "the Prefect API's answer could not be read (is it Prefect?); nothing was submitted",
+    ),
+}
+
+
+@pytest.mark.parametrize(("api", "says"), FAILURES.values(), ids=FAILURES.keys())
+def test_a_decision_prefect_cannot_take_gives_the_link_back(
+    store: Store,
+    monkeypatch: pytest.MonkeyPatch,
+    fake_apis: dict[str, str],
+    api: str | None,
+    says: str,
+) -> None:
+    url = fake_apis[api] if api else NOWHERE
+    monkeypatch.setenv("PREFECT_API_URL", url)
+    clock = Clock()
+    case, request_id, link = waiting_screening(clock)
+    view = resolve_link(token_of(link), now=clock.now)
+    before = store.row_counts()
+
+    with temporary_settings({PREFECT_API_URL: url}):
+        with pytest.raises(SubmitFailedError) as submitting:
+            submit_decision(request_id, {"outcome": "accepted"}, wait_seconds=0)
+        with pytest.raises(SubmissionFailedError) as deciding:
+            decide_from_link(view, {"outcome": ["accepted"]}, now=clock.tick())
+
+    for caught in (submitting, deciding):
+        assert str(caught.value) == says  # neither the address nor its credential
+    assert store.row_counts() == before
+    assert link_row(link.id).used_at is None
+    assert request_row(request_id).status == DecisionRequestStatus.WAITING
+    assert "link.used" not in case.actions()
 
 
 # --- reporting progress --------------------------------------------------------------------------

@@ -32,9 +32,18 @@ from tasks.web.forms import decision_fields
 from tasks.web.guard import csrf_token
 from tasks.web.links import LinkView, claim_link
 from tests.conftest import Store
-from tests.integration.factories import LEAD, SUPPLIER, Clock, SampleCase, rows, script
+from tests.integration.factories import (
+    LEAD,
+    SUPPLIER,
+    Clock,
+    SampleCase,
+    rows,
+    script,
+    start_sample_case,
+)
 from tests.integration.test_web_links import (
     changed,
+    decide_link,
     link_row,
     owned_milestone,
     refusals,
@@ -390,3 +399,67 @@ def test_the_submitted_page_says_what_the_step_made_of_the_decision(store: Store
     cancelled = shown(safety)
     assert "This decision is no longer needed." in cancelled
     assert "still being checked" not in cancelled and "accepted it" not in cancelled
+
+
+# --- hardening (issue 10) ------------------------------------------------------------------------
+
+
+def test_a_decision_prefect_cannot_take_gives_the_link_back(
+    client: TestClient, store: Store
+) -> None:
+    case, request_id, link = screening_now()
+    # Prefect is where nothing listens: connection refused, as when its server is down
+    page_client = TestClient(client.app, raise_server_exceptions=False)
+    form = {"outcome": "accepted", "stakeholder_key": LEAD, "csrf": csrf_token(link.id)}
+
+    for _ in range(2):  # the link still works: the same form, sent again, gets the same answer
+        sent = page_client.post(path_of(link), data=form)
+
+        assert (sent.status_code, link_row(link.id).used_at) == (503, None)  # not 500, not burnt
+        assert "The decision could not be submitted" in sent.text
+        assert "Nothing was recorded and the link still works." in sent.text
+        assert_security_headers(sent.headers)
+        assert request_row(request_id).status == DecisionRequestStatus.WAITING
+        assert "link.used" not in case.actions() and refusals(case.ref) == []
+        assert client.get(path_of(link)).status_code == 200
+    assert rows(Decision, Decision.request_id == request_id) == []
+
+
+EVIL_SITE = "[Session expired - sign in](https://evil.example/login)"
+
+
+def test_a_site_written_as_a_link_is_shown_as_text(client: TestClient, store: Store) -> None:
+    case = start_sample_case(Clock(utcnow()), site=EVIL_SITE)
+    request_id = case.prepare(DecisionKind.SCREENING).request_id
+
+    shown = client.get(path_of(decide_link(request_id, LEAD)))
+
+    assert shown.status_code == 200
+    assert '<a href="https://evil.example' not in shown.text and "<a " not in shown.text
+    assert f"Where: CD / {escape(EVIL_SITE)}; mineral: tin" in shown.text
+
+
+def csp_of(headers: Mapping[str, str]) -> dict[str, str]:
+    directives = (d.strip().partition(" ") for d in headers["content-security-policy"].split(";"))
+    return {name: value for name, _, value in directives}
+
+
+def test_the_page_may_not_be_framed_rebased_or_posted_elsewhere(
+    client: TestClient, store: Store
+) -> None:
+    _, _, link = screening_now()
+    answers = {
+        "shown": client.get(path_of(link)),
+        "refused": client.get("/a/not-a-token"),
+        "missing": client.get("/nowhere"),
+        "not-a-form": client.post(
+            path_of(link), content=b"x", headers={"content-type": "application/json"}
+        ),
+    }
+    assert [r.status_code for r in answers.values()] == [200, 400, 404, 415]
+    for name, response in answers.items():
+        csp = csp_of(response.headers)
+        assert csp["frame-ancestors"] == "'none'", name
+        assert csp["base-uri"] == "'none'", name
+        assert csp["form-action"] == "'self'", name
+        assert csp["default-src"] == "'none'", name
