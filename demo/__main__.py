@@ -92,6 +92,7 @@ def _run_case(ui: str, mail: object, chat: object, started: float) -> int:
     people.drive(reference, until=CaseState.IMPLEMENTING, timeout=900)
     _accelerated_monitoring(reference, mail)
     people.drive(reference, until=CaseState.LESSONS_CAPTURED, timeout=900)
+    _wait_for_runs(reference)
 
     _remedy("show", reference)
     _remedy("audit", "verify", reference)
@@ -107,6 +108,22 @@ def _run_case(ui: str, mail: object, chat: object, started: float) -> int:
     print(f"The portfolio (artifact):   {ui}/artifacts/key/remedy-portfolio")
     print(f"To browse it again later:   REMEDY_HOME={HOME} .venv/bin/remedy up")
     return 0
+
+
+def _wait_for_runs(reference: str, timeout: float = 120.0) -> None:
+    """Let the case's last run finish its work (its messages) before the demo counts and stops."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+
+    tagged = FlowRunFilter(tags=FlowRunFilterTags(all_=[f"case:{reference}"]))
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            runs = client.read_flow_runs(flow_run_filter=tagged)
+            if runs and all(r.state is not None and r.state.is_final() for r in runs):
+                return
+            time.sleep(0.5)
+    print(f"(some runs of {reference} were still going after {timeout:.0f} s)")
 
 
 def _decide_on_the_page(mail: object, reference: str, to: str) -> None:

@@ -21,8 +21,8 @@ def open_case(examples: Path, tmp_path: Path, *, start: bool = True, **changes: 
     from contextlib import redirect_stdout
 
     report = yaml.safe_load((examples / "reports" / "tin-kivu.yaml").read_text())
-    report["description"] += f" [test {uuid.uuid4().hex[:8]}]"
     report.update(changes)
+    report["description"] += f" [test {uuid.uuid4().hex[:8]}]"
     path = tmp_path / f"report-{uuid.uuid4().hex[:6]}.yaml"
     path.write_text(yaml.safe_dump(report))
     buf = io.StringIO()
