@@ -112,17 +112,14 @@ def _run_case(ui: str, mail: object, chat: object, started: float) -> int:
 
 def _wait_for_runs(reference: str, timeout: float = 120.0) -> None:
     """Let the case's last run finish its work (its messages) before the demo counts and stops."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+    from tasks.orchestration.runs import case_runs
 
-    tagged = FlowRunFilter(tags=FlowRunFilterTags(all_=[f"case:{reference}"]))
     deadline = time.monotonic() + timeout
-    with get_client(sync_client=True) as client:
-        while time.monotonic() < deadline:
-            runs = client.read_flow_runs(flow_run_filter=tagged)
-            if runs and all(r.state is not None and r.state.is_final() for r in runs):
-                return
-            time.sleep(0.5)
+    while time.monotonic() < deadline:
+        runs = case_runs(reference)
+        if runs and all(r.state is not None and r.state.is_final() for r in runs):
+            return
+        time.sleep(0.5)
     print(f"(some runs of {reference} were still going after {timeout:.0f} s)")
 
 

@@ -42,6 +42,10 @@ def _reason(title: str, *, required: bool = False, limit: int = 2000) -> Any:
     )
 
 
+# Who submits and their code: checked by the engine, never part of what was decided
+SUBMITTER_FIELDS: frozenset[str] = frozenset({"approver", "approval_code"})
+
+
 class ApprovalForm(RunInput):
     """What every decision carries: who decides, and the code only that person received."""
 
@@ -57,6 +61,10 @@ class ApprovalForm(RunInput):
         min_length=4,
         max_length=32,
     )
+
+    def decided(self) -> dict[str, Any]:
+        """Return what was decided, as JSON values: the form without who submitted it."""
+        return self.model_dump(mode="json", exclude=set(SUBMITTER_FIELDS))
 
 
 class ScreeningForm(ApprovalForm):

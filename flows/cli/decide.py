@@ -9,9 +9,6 @@ from cyclopts import Parameter
 
 from flows.cli.common import EXIT_BAD_INPUT, EXIT_OK, err, fail, out
 
-# The person's key and code are asked for last (and the code hidden), not as form fields.
-_ASKED_APART = ("approver", "approval_code")
-
 
 def _parse_value(raw: str) -> object:
     try:
@@ -24,10 +21,12 @@ def _prompt_fields(form: type, values: dict[str, object]) -> None:
     """Ask for each form field not given yet, showing its choices (interactive use only)."""
     from rich.prompt import Prompt
 
+    from models.forms import SUBMITTER_FIELDS
     from tasks.decisions.fields import fields_from_schema
 
     schema = form.model_json_schema()  # type: ignore[attr-defined]
-    for field in fields_from_schema(schema, skip=_ASKED_APART):
+    # the person's key and code are asked for last (the code hidden), not as form fields
+    for field in fields_from_schema(schema, skip=tuple(SUBMITTER_FIELDS)):
         if field.name in values:
             continue
         # the prompt names a field by its schema title, else its name (as it always has)

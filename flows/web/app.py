@@ -49,8 +49,8 @@ from tasks.web.forms import (
     submitted_values,
 )
 from tasks.web.guard import check_post, csrf_token
-from tasks.web.links import LinkView, decision_markdown, resolve_link
 from tasks.web.refusals import LinkRefusedError
+from tasks.web.resolve import LinkView, decision_markdown, resolve_link
 
 log = logging.getLogger("remedy.approval_page")
 

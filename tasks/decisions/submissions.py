@@ -157,7 +157,7 @@ def record_submission(
 
 
 def _payload(form: ApprovalForm) -> dict[str, Any]:
-    return form.model_dump(mode="json", exclude={"approver", "approval_code"})
+    return form.decided()
 
 
 def _reason_of(form: ApprovalForm) -> str | None:

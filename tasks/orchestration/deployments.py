@@ -61,11 +61,6 @@ class Deployment:
     start: Cron | Interval | EventTrigger | None = None
 
     @property
-    def full_name(self) -> str:
-        """Return the `<flow>/<deployment>` name that run_deployment takes."""
-        return deployment_name(self.name)
-
-    @property
     def kind(self) -> StartKind:
         """Tell how this deployment's runs start."""
         if isinstance(self.start, Cron):

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any, Final, NamedTuple
 
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
 from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 from prefect.events import emit_event
@@ -36,6 +37,13 @@ def case_tags(case_ref: str, step: Step | None = None) -> list[str]:
     if step is not None:
         tags.append(f"step:{int(step)}")
     return tags
+
+
+def case_runs(case_ref: str) -> list[FlowRun]:
+    """Return every flow run tagged with the case (its steps, sweeps of it, repairs)."""
+    tagged = FlowRunFilter(tags=FlowRunFilterTags(all_=case_tags(case_ref)))
+    with get_client(sync_client=True) as client:
+        return client.read_flow_runs(flow_run_filter=tagged)
 
 
 def read_run(flow_run_id: uuid.UUID) -> FlowRun | None:

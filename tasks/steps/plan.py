@@ -233,7 +233,7 @@ def handle_plan_agreement(ctx: HandlerContext) -> Verdict:
                     recorded_by_id=ctx.approver.id,
                 )
             )
-    payload = form.model_dump(mode="json", exclude={"approver", "approval_code"})
+    payload = form.decided()
     payload["plan_version"] = draft.version
     return Verdict(form.outcome, payload=payload)
 
@@ -292,7 +292,7 @@ def handle_plan_budget(ctx: HandlerContext) -> Verdict:
         now=ctx.now,
         context={"case_ref": case.reference, "step": 3, "plan_version": draft.version},
     )
-    payload = form.model_dump(mode="json", exclude={"approver", "approval_code"})
+    payload = form.decided()
     payload["plan_version"] = draft.version
     return Verdict("approved", payload=payload)
 

@@ -52,7 +52,7 @@ def handle_impact_assessment(ctx: HandlerContext) -> Verdict:
     case.involvement, case.severity, case.severity_is_final = form.involvement, severity, True
     case.response_level, case.remedy_role = level, remedy_role(form.involvement)
     ctx.session.add(case)
-    payload = form.model_dump(mode="json", exclude={"approver", "approval_code"})
+    payload = form.decided()
     payload |= {"severity": severity.value, "derived_response_level": level.value}
     return Verdict(severity.value, payload=payload)
 
@@ -73,7 +73,7 @@ def handle_response(ctx: HandlerContext) -> Verdict:
     case.response_level = level
     ctx.session.add(case)
     transition(ctx, CaseEvent.RESPONSE_APPROVED)
-    payload = form.model_dump(mode="json", exclude={"approver", "approval_code"})
+    payload = form.decided()
     payload |= {"derived_response_level": derived.value, "response_level": level.value}
     return Verdict(level.value, payload=payload)
 

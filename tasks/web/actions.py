@@ -20,8 +20,8 @@ from tasks.steps.implement import MilestoneResult, MilestoneUpdateError, update_
 from tasks.store.db import read_only
 from tasks.store.links import link_code
 from tasks.web.forms import FormData, FormProblemsError, checked_decision, parse_progress
-from tasks.web.links import LinkView, audit_used, claim, release_link
 from tasks.web.refusals import NO_LONGER_NEEDED, TAMPERED
+from tasks.web.resolve import LinkView, audit_used, claim, release_link
 
 log = logging.getLogger("remedy.approval_page")
 

@@ -15,13 +15,13 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from models.enums import DecisionKind, MilestoneStatus
+from models.forms import SUBMITTER_FIELDS
 from tasks.decisions.fields import FieldSpec, fields_from_schema
 from tasks.inputs import explain
 from tasks.steps.table import spec_of
 
 # form fields of the page itself; no decision form may use these names
 CSRF_FIELD, KEY_FIELD = "csrf", "stakeholder_key"
-HIDDEN_FIELDS = ("approver", "approval_code")
 MAX_EVIDENCE = 20
 MAX_NOTE = 4000
 MAX_EVIDENCE_REF = 200
@@ -52,7 +52,7 @@ def _lines(text: str) -> list[str]:
 def decision_fields(kind: DecisionKind) -> list[FieldSpec]:
     """Describe the inputs of a decision's form (who decides and the code are not asked)."""
     schema = spec_of(kind).form.model_json_schema()
-    return fields_from_schema(schema, skip=(*HIDDEN_FIELDS, CSRF_FIELD, KEY_FIELD))
+    return fields_from_schema(schema, skip=(*SUBMITTER_FIELDS, CSRF_FIELD, KEY_FIELD))
 
 
 def progress_fields() -> list[FieldSpec]:

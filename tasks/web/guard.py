@@ -12,8 +12,8 @@ from urllib.parse import urlsplit
 from models.settings import get_settings
 from tasks.store.vault import get_vault
 from tasks.web.forms import CSRF_FIELD, KEY_FIELD, FormData, first
-from tasks.web.links import LinkView
 from tasks.web.refusals import CSRF, SOMEONE_ELSE
+from tasks.web.resolve import LinkView
 
 CSRF_INFO = b"remedy approval page csrf v1"
 

@@ -9,9 +9,11 @@ from typing import Any
 
 import yaml
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
 from prefect.client.schemas.objects import FlowRun
 
+from tasks.orchestration.runs import (
+    case_runs as case_runs,  # the e2e tests read runs as Remedy does
+)
 from tests.integration.test_intake import run_cli
 
 
@@ -32,14 +34,6 @@ def open_case(examples: Path, tmp_path: Path, *, start: bool = True, **changes: 
     if start:
         assert run_cli("start", reference) == 0
     return reference
-
-
-def case_runs(reference: str) -> list[FlowRun]:
-    """Return every flow run tagged with the case."""
-    with get_client(sync_client=True) as client:
-        return client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[f"case:{reference}"]))
-        )
 
 
 def flow_name(run: FlowRun) -> str:

@@ -29,8 +29,8 @@ from tasks.web.actions import (
     progress_from_link,
 )
 from tasks.web.forms import FormProblemsError
-from tasks.web.links import resolve_link
 from tasks.web.refusals import LinkRefusedError
+from tasks.web.resolve import resolve_link
 from tests.conftest import Store
 from tests.integration.factories import LEAD, SUPPLIER, Clock, script, stakeholder_id
 from tests.integration.test_web_links import (

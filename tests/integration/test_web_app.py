@@ -30,7 +30,7 @@ from tasks.store.links import create_link
 from tasks.web.actions import decision_verdict
 from tasks.web.forms import decision_fields
 from tasks.web.guard import csrf_token
-from tasks.web.links import LinkView, claim_link
+from tasks.web.resolve import LinkView, claim_link
 from tests.conftest import Store
 from tests.integration.factories import (
     LEAD,

@@ -13,8 +13,8 @@ from cryptography.fernet import Fernet
 
 from models.enums import DecisionKind
 from tasks.web.guard import check_post, csrf_token, same_origin
-from tasks.web.links import resolve_link
 from tasks.web.refusals import LinkRefusedError
+from tasks.web.resolve import resolve_link
 from tests.conftest import Store, _clear_caches
 from tests.integration.factories import LEAD, Clock, script
 from tests.integration.test_web_links import (

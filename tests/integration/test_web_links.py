@@ -22,7 +22,8 @@ from tasks.store.audit import SYSTEM_CHAIN
 from tasks.store.cases import get_case
 from tasks.store.db import read_only, unit_of_work
 from tasks.store.links import create_link, link_token
-from tasks.web.links import (
+from tasks.web.refusals import ACTOR, LinkRefusedError
+from tasks.web.resolve import (
     LinkView,
     claim,
     claim_link,
@@ -30,7 +31,6 @@ from tasks.web.links import (
     release_link,
     resolve_link,
 )
-from tasks.web.refusals import ACTOR, LinkRefusedError
 from tests.conftest import Store
 from tests.integration.factories import (
     LEAD,

@@ -55,7 +55,7 @@ def test_the_registry_names_each_deployment_once_and_each_step_once() -> None:
     for d in DEPLOYMENTS:
         module = d.entrypoint.split(":")[0]
         assert module.startswith("flows/") and module.endswith(".py")
-        assert d.full_name == deployment_name(d.name) == f"{d.name}/{d.name}"
+        assert deployment_name(d.name) == f"{d.name}/{d.name}"
     kinds = {d.name: d.kind for d in DEPLOYMENTS if d.kind != "called"}
     assert kinds == {
         "capture-lessons": "event",
