@@ -463,6 +463,7 @@ class LinkPurpose(StrEnum):
 
     DECIDE = "decide"
     PROGRESS = "progress"
+    ENROL = "enrol"
 
 
 class EmailFormat(StrEnum):

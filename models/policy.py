@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from enum import Enum
 from itertools import pairwise
 from pathlib import Path
-from typing import Final, Self, TypeVar
+from typing import Final, Literal, Self, TypeVar
 
 from pydantic import (
     AwareDatetime,
@@ -26,6 +26,7 @@ from pydantic import (
 from models.enums import (
     AnnexIICategory,
     ClosureType,
+    DecisionKind,
     Involvement,
     Irremediability,
     RemedyRole,
@@ -183,9 +184,24 @@ class MilestoneRules(_Rules):
 
 
 class ApprovalRules(_Rules):
-    """Approval codes and who may close a case."""
+    """Approval codes, links, passkeys, and who may close a case."""
 
     code_ttl_hours: PositiveInt
+    # an approval-page link works this long (a forwarded link is a risk: keep it short)
+    link_ttl_hours: PositiveInt = 24
+    # failed attempts to decide one request in one name before that name is locked out of it
+    max_failed_attempts: PositiveInt = 5
+    # decisions that need the approver's passkey on the approval page ("all", or a list of kinds)
+    passkey_required_for: Literal["all"] | tuple[DecisionKind, ...] = "all"
+    # a person without a passkey: the case lead is told and the decision waits, or the link
+    # alone decides (for a trial installation)
+    without_passkey: Literal["tell_case_lead", "link_decides"] = "tell_case_lead"
+    # how long a passkey enrolment link and its one-time code stay valid
+    enrolment_ttl_hours: PositiveInt = 24
+
+    def needs_passkey(self, kind: DecisionKind) -> bool:
+        """Tell whether a decision of this kind needs the approver's passkey on the page."""
+        return self.passkey_required_for == "all" or kind in self.passkey_required_for
     closure_required_approvers: int = Field(ge=2)
     closure_approver_roles: tuple[Role, ...] = Field(min_length=1)
 

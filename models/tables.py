@@ -111,6 +111,10 @@ class Stakeholder(SQLModel, table=True):
     chat_secret_ref: str | None = Field(default=None, max_length=200)
     email_format: EmailFormat = _enum(EmailFormat, default=EmailFormat.HTML)
     default_roles: list[str] = _json()
+    # operating-system accounts that are this person on the command line, and whom they may
+    # name with --by ("*": anyone)
+    os_users: list[str] = _json()
+    acts_for: list[str] = _json()
     active: bool = True
     created_at: datetime = _when()
 
@@ -310,6 +314,8 @@ class DecisionRequest(SQLModel, table=True):
     required_approvals: int = 1
     last_reminded_at: datetime | None = _when(nullable=True)
     escalated_at: datetime | None = _when(nullable=True)
+    # failed attempts resumed the run: each suspends again under a fresh key, same round
+    tries: int = 0
 
 
 class StepRun(SQLModel, table=True):

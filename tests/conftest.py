@@ -126,7 +126,7 @@ class Store:
 def _truncate(url: str, schema: str) -> None:
     from sqlmodel import SQLModel
 
-    import models.tables  # noqa: F401
+    import models.security  # noqa: F401  (imports models.tables too)
     from tasks.store.db import engine_for
 
     names = ", ".join(f'"{schema}"."{t}"' for t in SQLModel.metadata.tables)
