@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlmodel import SQLModel
 
-import models.security  # noqa: F401  (imports models.tables too)
+import models.security
 import models.tables  # noqa: F401  (registers every table on SQLModel.metadata)
 from models.settings import get_settings
 from tasks.store.db import engine_for

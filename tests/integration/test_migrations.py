@@ -7,7 +7,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlmodel import SQLModel
 
-import models.security  # noqa: F401  (imports models.tables too)
+import models.security
 import models.tables  # noqa: F401
 from tests.conftest import Store
 
