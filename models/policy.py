@@ -198,12 +198,12 @@ class ApprovalRules(_Rules):
     without_passkey: Literal["tell_case_lead", "link_decides"] = "tell_case_lead"
     # how long a passkey enrolment link and its one-time code stay valid
     enrolment_ttl_hours: PositiveInt = 24
+    closure_required_approvers: int = Field(ge=2)
+    closure_approver_roles: tuple[Role, ...] = Field(min_length=1)
 
     def needs_passkey(self, kind: DecisionKind) -> bool:
         """Tell whether a decision of this kind needs the approver's passkey on the page."""
         return self.passkey_required_for == "all" or kind in self.passkey_required_for
-    closure_required_approvers: int = Field(ge=2)
-    closure_approver_roles: tuple[Role, ...] = Field(min_length=1)
 
 
 class Policy(_Rules):
