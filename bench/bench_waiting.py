@@ -4,7 +4,7 @@ Opens N cases by intake (the plain function, a varied report each), starts their
 runs, and waits until every case waits at its first decision: its screening request is waiting and
 its verify-allegation run is Paused (suspended) on that request with its form saved. Reports the
 processes and resident memory Remedy holds meanwhile (read from /proc), and the Paused runs the API
-counts. Then resumes R of them with screening decisions (tasks.decisions.resume.submit_decision,
+counts. Then resumes R of them with screening decisions (tasks.decisions.resume.submit_with_code,
 with the code tasks.decisions.resume.issued_code finds, as a person reads it in their message) and
 measures how long the runner takes to pick them all up and bring each to its next decision (safety).
 """
@@ -335,7 +335,7 @@ def resume_some(
     from bench.common import say
     from demo.scripted import SAMPLE_SCRIPT
     from models.enums import DecisionKind
-    from tasks.decisions.resume import issued_code, submit_decision
+    from tasks.decisions.resume import issued_code, submit_with_code
 
     screening = waiting_requests_of(DecisionKind.SCREENING, refs)
     ready = ready_keys([r.flow_run_id for r in screening if r.flow_run_id])
@@ -351,7 +351,7 @@ def resume_some(
     say(f"resuming {len(forms)} runs with screening decisions")
     t0 = time.monotonic()
     for request_id, form in forms:
-        submit_decision(request_id, form)
+        submit_with_code(request_id, form, channel="script")
     res.submit_s = time.monotonic() - t0
     wanted = {r.case_id for r in screening}
     last_progress, last_count, last_print = time.monotonic(), -1, time.monotonic()

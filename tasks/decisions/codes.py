@@ -16,9 +16,9 @@ from models.enums import LinkPurpose, NotificationEvent
 from models.policy import Policy
 from models.tables import ApprovalCode, ApprovalLink, DecisionRequest, RemediationCase, Stakeholder
 from notifications.outbox import notify
-from tasks.context import current_routing
+from tasks.context import current_policy, current_routing
 from tasks.store.links import create_link
-from tasks.store.vault import Vault
+from tasks.store.vault import Vault, get_vault
 
 CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O or 1/I to misread
 
@@ -66,6 +66,8 @@ def issue_codes(
         ).all():
             old_links[link.stakeholder_id] = link
     ttl = timedelta(hours=policy.approvals.code_ttl_hours)
+    # a link is a bearer credential (it may be forwarded): it lives no longer than the policy says
+    link_until = now + timedelta(hours=policy.approvals.link_ttl_hours)
     links: dict[uuid.UUID, uuid.UUID] = {}
     fresh: list[Stakeholder] = []
     private: dict[uuid.UUID, dict[str, Any]] = {}
@@ -89,38 +91,23 @@ def issue_codes(
                     stakeholder_id=person.id,
                     request_id=request.id,
                     now=now,
-                    expires_at=old.expires_at,
+                    expires_at=min(old.expires_at, link_until),
                 )
                 link.code_ciphertext = old_link.code_ciphertext
                 links[person.id] = link.id
             continue
-        code = new_code()
-        session.add(
-            ApprovalCode(
-                request_id=request.id,
-                stakeholder_id=person.id,
-                code_hash=code_hash(vault, person.id, code),
-                expires_at=now + ttl,
-            )
-        )
-        link = create_link(
+        link, private[person.id] = _fresh_code(
             session,
-            purpose=LinkPurpose.DECIDE,
-            case_id=case.id,
-            stakeholder_id=person.id,
-            request_id=request.id,
+            case,
+            request,
+            person,
+            vault=vault,
             now=now,
-            expires_at=now + ttl,
-            code=code,
+            until=now + ttl,
+            link_until=link_until,
         )
         links[person.id] = link.id
         fresh.append(person)
-        # the code travels encrypted and is readable only by the delivery task
-        private[person.id] = {
-            "link_id": str(link.id),
-            "code_ciphertext": vault.encrypt({"code": code}),
-            "code_expires_at": (now + ttl).isoformat(),
-        }
     if fresh:
         notify(
             session,
@@ -134,6 +121,90 @@ def issue_codes(
             context=request_context(case, request),
         )
     return links
+
+
+def _fresh_code(
+    session: Session,
+    case: RemediationCase,
+    request: DecisionRequest,
+    person: Stakeholder,
+    *,
+    vault: Vault,
+    now: datetime,
+    until: datetime,
+    link_until: datetime,
+) -> tuple[ApprovalLink, dict[str, Any]]:
+    """Give one approver a new code and link; return the link and the message's private part."""
+    code = new_code()
+    row = session.exec(
+        select(ApprovalCode).where(
+            ApprovalCode.request_id == request.id, ApprovalCode.stakeholder_id == person.id
+        )
+    ).first() or ApprovalCode(request_id=request.id, stakeholder_id=person.id)
+    row.code_hash = code_hash(vault, person.id, code)
+    row.expires_at = until
+    row.used_at = None
+    session.add(row)
+    link = create_link(
+        session,
+        purpose=LinkPurpose.DECIDE,
+        case_id=case.id,
+        stakeholder_id=person.id,
+        request_id=request.id,
+        now=now,
+        expires_at=min(until, link_until),
+        code=code,
+    )
+    # the code travels encrypted and is readable only by the delivery task
+    private = {
+        "link_id": str(link.id),
+        "code_ciphertext": vault.encrypt({"code": code}),
+        "code_expires_at": until.isoformat(),
+    }
+    return link, private
+
+
+def reissue_code(
+    session: Session,
+    *,
+    case: RemediationCase,
+    request: DecisionRequest,
+    person: Stakeholder,
+    now: datetime,
+) -> None:
+    """Send one approver a new code and link for a waiting request (their old ones stop working).
+
+    For a person locked out after failed attempts, or whose code was lost or used.
+    """
+    policy, vault = current_policy(), get_vault()
+    for old in session.exec(
+        select(ApprovalLink).where(
+            ApprovalLink.request_id == request.id, ApprovalLink.stakeholder_id == person.id
+        )
+    ).all():
+        old.expires_at = min(old.expires_at, now)
+        session.add(old)
+    link, private = _fresh_code(
+        session,
+        case,
+        request,
+        person,
+        vault=vault,
+        now=now,
+        until=now + timedelta(hours=policy.approvals.code_ttl_hours),
+        link_until=now + timedelta(hours=policy.approvals.link_ttl_hours),
+    )
+    notify(
+        session,
+        routing=current_routing(),
+        event=NotificationEvent.DECISION_REQUESTED,
+        case=case,
+        key=f"decision-requested:{request.id}:{link.id}",
+        now=now,
+        approvers=[person],
+        private={person.id: private},
+        context=request_context(case, request),
+    )
 
 
 def request_context(case: RemediationCase, request: DecisionRequest) -> dict[str, Any]:

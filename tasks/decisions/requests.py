@@ -64,10 +64,15 @@ class Pending(BaseModel):
     previous_flow_run_id: uuid.UUID | None = None
 
 
-def suspend_key_for(kind: DecisionKind, reference: str, round_: int) -> str:
-    """Return the suspend key: lowercase letters, digits and dashes only, as Prefect requires."""
+def suspend_key_for(kind: DecisionKind, reference: str, round_: int, tries: int = 0) -> str:
+    """Return the suspend key: lowercase letters, digits and dashes only, as Prefect requires.
+
+    After a failed attempt the same round waits under a fresh key (`-t1`, `-t2`...): Prefect
+    does not let a run suspend twice on one key.
+    """
     # docs/architecture.md, Prefect behaviour this design relies on
-    return f"{kind.value.replace('_', '-')}-{reference.lower()}-r{round_}"
+    key = f"{kind.value.replace('_', '-')}-{reference.lower()}-r{round_}"
+    return f"{key}-t{tries}" if tries else key
 
 
 def designated_approvers(

@@ -1,7 +1,8 @@
 """Submitting a decision the way the Prefect UI does: resume the suspended run with the form.
 
-Used by `remedy decide`, the approval page and scripted stakeholders. The server checks the form
-against its JSON schema only; the step itself checks code, role and rules after it resumes. Any
+Used by `remedy decide`, the approval page and scripted stakeholders, always with a single-use
+submission ticket in place of the person's code (tasks/decisions/tickets.py). The server checks the
+form against its JSON schema only; the step checks ticket, role and rules after it resumes. Any
 failure to reach Prefect or to be heard by it is a `SubmitFailedError` whose message names neither
 the API's address nor a credential (an address may carry one).
 """
@@ -24,7 +25,9 @@ from sqlmodel import col, select
 
 from models.enums import DecisionRequestStatus, LinkPurpose
 from models.tables import ApprovalLink, DecisionRequest, Stakeholder
+from tasks.context import utcnow
 from tasks.decisions.submissions import refusal_reason
+from tasks.decisions.tickets import AttemptFailedError, redeem_code
 from tasks.store.db import read_only
 from tasks.store.vault import get_vault
 
@@ -122,6 +125,34 @@ def _resume(request_id: uuid.UUID, values: dict[str, Any], *, wait_seconds: floa
             time.sleep(1.0)
 
 
+def submit_with_code(
+    request_id: uuid.UUID,
+    values: dict[str, Any],
+    *,
+    channel: str,
+    os_user: str | None = None,
+    wait_seconds: float = 60.0,
+) -> uuid.UUID:
+    """Prove the form's approver to Remedy with their code, then resume the run with a ticket.
+
+    The code stays in the case store; Prefect sees only the single-use ticket. A wrong code is
+    counted (tasks/decisions/tickets.py) and raises SubmitFailedError before Prefect is asked.
+    """
+    try:
+        reference = redeem_code(
+            request_id,
+            str(values.get("approver", "")),
+            str(values.get("approval_code", "")),
+            channel=channel,
+            now=utcnow(),
+            os_user=os_user,
+        )
+    except AttemptFailedError as exc:
+        raise SubmitFailedError(f"nothing was submitted: {exc.reason}") from None
+    submission = {**values, "approval_code": reference}
+    return submit_decision(request_id, submission, wait_seconds=wait_seconds)
+
+
 def issued_code(request_id: uuid.UUID, stakeholder_key: str) -> str | None:
     """Return the code issued to one approver for a request (scripts and the demo).
 
@@ -137,6 +168,7 @@ def issued_code(request_id: uuid.UUID, stakeholder_key: str) -> str | None:
                 ApprovalLink.purpose == LinkPurpose.DECIDE,
                 Stakeholder.key == stakeholder_key,
             )
+            .order_by(col(ApprovalLink.created_at).desc())  # the newest, after a reissue
         ).first()
     if link is None or link.code_ciphertext is None:
         return None

@@ -1,14 +1,14 @@
 """Checking a submitted decision and recording it with its consequences, or refusing it.
 
-`record_submission` checks who submitted the form (designated approver, one-time code, role), hands
-it to the decision's handler from the steps' table, and records the decision in the same unit of
-work; a refused submission is audited and the next round is asked, so a person's input never
-fails the step.
+`record_submission` checks who submitted the form (designated approver, the code or submission
+ticket they present, which it consumes: tasks/decisions/tickets.py; their role), hands it to the
+decision's handler from the steps' table, and records the decision in the same unit of work. A
+submission the rules refuse is audited and the next round is asked, so a person's input never
+fails the step; one that proves nothing is counted and the same round waits again.
 """
 
 from __future__ import annotations
 
-import hmac
 import uuid
 from datetime import datetime
 from typing import Any
@@ -19,7 +19,6 @@ from sqlmodel import Session, col, select
 from models.enums import DecisionRequestStatus, NotificationEvent
 from models.forms import ApprovalForm
 from models.tables import (
-    ApprovalCode,
     ApprovalLink,
     CaseMember,
     Decision,
@@ -29,40 +28,31 @@ from models.tables import (
 )
 from notifications.outbox import notify
 from tasks.context import current_policy, current_routing
-from tasks.decisions.codes import code_hash, request_context
-from tasks.decisions.requests import DecisionView, decision_view, designated_approvers, open_round
+from tasks.decisions.codes import request_context
+from tasks.decisions.requests import (
+    DecisionView,
+    decision_view,
+    designated_approvers,
+    open_round,
+    suspend_key_for,
+)
+from tasks.decisions.tickets import AttemptFailedError, Proof, check_presented, record_failure
 from tasks.steps.base import HandlerContext, RefusedError
 from tasks.steps.table import spec_of
 from tasks.store.audit import append_audit
 from tasks.store.cases import get_case
 from tasks.store.db import read_only, unit_of_work
-from tasks.store.vault import get_vault
 
 
 class SubmissionResult(BaseModel):
     accepted: bool
     reason: str | None = None
+    # the submission proved nothing (wrong code, replayed reference): the same round waits
+    attempt_failed: bool = False
     decision: DecisionView | None = None
 
 
-def _check_submitter(
-    session: Session, request: DecisionRequest, form: ApprovalForm, now: datetime
-) -> tuple[Stakeholder, ApprovalCode]:
-    approver = session.exec(select(Stakeholder).where(Stakeholder.key == form.approver)).first()
-    if approver is None or not approver.active or str(approver.id) not in request.approver_ids:
-        raise RefusedError("the submitter is not a designated approver of this decision")
-    code_row = session.exec(
-        select(ApprovalCode).where(
-            ApprovalCode.request_id == request.id, ApprovalCode.stakeholder_id == approver.id
-        )
-    ).first()
-    expected = code_hash(get_vault(), approver.id, form.approval_code)
-    if code_row is None or not hmac.compare_digest(code_row.code_hash, expected):
-        raise RefusedError("the approval code is wrong")
-    if code_row.used_at is not None:
-        raise RefusedError("the approval code was used already")
-    if code_row.expires_at <= now:
-        raise RefusedError("the approval code has expired; a new one has been sent")
+def _check_role(session: Session, request: DecisionRequest, approver: Stakeholder) -> None:
     roles = set(
         session.exec(
             select(CaseMember.role).where(
@@ -72,7 +62,6 @@ def _check_submitter(
     )
     if not roles & set(spec_of(request.kind).roles):
         raise RefusedError("the approver no longer holds a role that may take this decision")
-    return approver, code_row
 
 
 def record_submission(
@@ -95,11 +84,21 @@ def record_submission(
                 if request.status == DecisionRequestStatus.DECIDED
                 else "this request was replaced by a newer one; use the latest notification"
             )
-            _audit_refusal(session, case, request, submitter, reason, now)
+            actor = f"submitter:{submitter or 'unknown'}"  # unproven: the name the form gave
+            _audit_refusal(session, case, request, actor, reason, now)
             return SubmissionResult(accepted=False, reason=reason)
         try:
             form = spec_of(request.kind).form.model_validate(submission)
-            approver, code_row = _check_submitter(session, request, form, now)
+            # the code or ticket is consumed here, for good, whatever the rules then say
+            proof = check_presented(session, request, form.approver, form.approval_code, now)
+        except ValidationError:
+            failed = AttemptFailedError("the form is incomplete")
+            return _failed_attempt(session, case, request, submitter, failed, now)
+        except AttemptFailedError as exc:
+            return _failed_attempt(session, case, request, submitter, exc, now)
+        approver = proof.approver
+        try:
+            _check_role(session, request, approver)
             with session.begin_nested():
                 decision = Decision(
                     case_id=case.id,
@@ -117,16 +116,12 @@ def record_submission(
                 decision.payload = verdict.payload or _payload(form)
                 decision.reason = _reason_of(form)
                 session.add(decision)
-                code_row.used_at = now
-                session.add(code_row)
                 request.status = DecisionRequestStatus.DECIDED
                 request.decided_at = now
                 session.add(request)
                 session.flush()
-        except ValidationError:
-            return _refuse(session, case, request, submitter, "the form is incomplete", now)
         except RefusedError as exc:
-            return _refuse(session, case, request, submitter, exc.reason, now)
+            return _refuse(session, case, request, f"stakeholder:{approver.key}", exc.reason, now)
         append_audit(
             session,
             chain=case.reference,
@@ -139,6 +134,7 @@ def record_submission(
                 "kind": request.kind.value,
                 "round": request.round,
                 "outcome": verdict.outcome,
+                **_proof_details(proof),
             },
         )
         _notify_decided(session, case, request, decision, approver, now)
@@ -154,6 +150,33 @@ def record_submission(
                 now=now,
             )
         return SubmissionResult(accepted=True, decision=decision_view(session, decision))
+
+
+def _proof_details(proof: Proof) -> dict[str, str]:
+    """How the person proved themselves, for the audit: the channel, and the OS user if any."""
+    return {"via": proof.channel, **({"os_user": proof.os_user} if proof.os_user else {})}
+
+
+def _failed_attempt(
+    session: Session,
+    case: RemediationCase,
+    request: DecisionRequest,
+    submitter: str,
+    failure: AttemptFailedError,
+    now: datetime,
+) -> SubmissionResult:
+    """Count a submission that proved nothing; the same round waits again, under a fresh key.
+
+    No new round and no message: a wrong guess costs nobody else anything (the run resumed, so
+    Prefect will not take the old key again; the request's links and codes stay as they were).
+    """
+    record_failure(session, case, request, submitter, failure, now)
+    request.tries += 1
+    request.suspend_key = suspend_key_for(
+        request.kind, case.reference, request.round, request.tries
+    )
+    session.add(request)
+    return SubmissionResult(accepted=False, reason=failure.reason, attempt_failed=True)
 
 
 def _payload(form: ApprovalForm) -> dict[str, Any]:
@@ -184,14 +207,14 @@ def _audit_refusal(
     session: Session,
     case: RemediationCase,
     request: DecisionRequest,
-    submitter: str,
+    actor: str,
     reason: str,
     now: datetime,
 ) -> None:
     append_audit(
         session,
         chain=case.reference,
-        actor=f"submitter:{submitter or 'unknown'}",
+        actor=actor,
         action="decision.refused",
         at=now,
         subject_type="decision_request",
@@ -204,12 +227,12 @@ def _refuse(
     session: Session,
     case: RemediationCase,
     request: DecisionRequest,
-    submitter: str,
+    actor: str,
     reason: str,
     now: datetime,
 ) -> SubmissionResult:
     """Audit a refused submission and open the next round: the step asks again, never fails."""
-    _audit_refusal(session, case, request, submitter, reason, now)
+    _audit_refusal(session, case, request, actor, reason, now)
     request.status = DecisionRequestStatus.SUPERSEDED
     session.add(request)
     session.flush()

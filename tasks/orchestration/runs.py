@@ -6,6 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any, Final, NamedTuple
 
+import httpx
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
 from prefect.client.schemas.objects import FlowRun
@@ -97,6 +98,20 @@ def submitted_input(flow_run_id: uuid.UUID, suspend_key: str) -> dict[str, Any] 
     except ObjectNotFound:
         return None
     return value if isinstance(value, dict) else None
+
+
+def forget_submitted_input(flow_run_id: uuid.UUID, suspend_key: str) -> None:
+    """Delete a recorded submission from Prefect, which keeps run inputs in clear.
+
+    What it held is consumed already (docs/security.md); deleting it leaves API readers nothing
+    to study. Gone already is fine.
+    """
+    with get_client(sync_client=True) as client:
+        try:
+            client.delete_flow_run_input(flow_run_id, f"suspended-{suspend_key}-response")
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code != 404:
+                raise
 
 
 def cancel_waiting_runs(flow_run_ids: list[uuid.UUID], *, why: str) -> int:

@@ -19,7 +19,13 @@ from tasks.decisions.requests import Pending, prepare_decision
 from tasks.decisions.submissions import SubmissionResult, record_submission
 from tasks.drain import DeliveryReport, deliver_due
 from tasks.orchestration.retrying import remedy_task
-from tasks.orchestration.runs import hand_over, run_is_alive, submitted_input, tag_run
+from tasks.orchestration.runs import (
+    forget_submitted_input,
+    hand_over,
+    run_is_alive,
+    submitted_input,
+    tag_run,
+)
 from tasks.reports.case_view import publish_case_view
 from tasks.steps.implement import activate_plan
 from tasks.steps.plan import draft_plan
@@ -83,6 +89,7 @@ def _activate_plan(case_ref: str) -> int:
 
 
 submitted_input_task = remedy_task(submitted_input, name="recover-submission")
+forget_submission_task = remedy_task(forget_submitted_input, name="forget-submission")
 
 
 def _deliver_case(case_ref: str, now: datetime | None = None) -> int:

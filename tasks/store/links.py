@@ -93,11 +93,3 @@ def link_url(link_id: uuid.UUID, expires_at: datetime) -> str:
     """Return the address of a link on the approval page."""
     base = get_settings().approval_base_url.rstrip("/")
     return f"{base}/a/{link_token(link_id, expires_at)}"
-
-
-def link_code(link: ApprovalLink) -> str | None:
-    """Return the one-time code a decision link carries."""
-    if link.code_ciphertext is None:
-        return None
-    code: str = get_vault().decrypt(link.code_ciphertext)["code"]
-    return code

@@ -13,14 +13,12 @@ import uuid
 from datetime import datetime
 from typing import Literal
 
-from models.tables import ApprovalLink
 from tasks.decisions.resume import SubmitFailedError, await_verdict, submit_decision
+from tasks.decisions.tickets import TICKET_PREFIX, AttemptFailedError, issue_ticket
 from tasks.orchestration.runs import close_completed_plan, prefect_configured
 from tasks.steps.implement import MilestoneResult, MilestoneUpdateError, update_milestone
-from tasks.store.db import read_only
-from tasks.store.links import link_code
 from tasks.web.forms import FormData, FormProblemsError, checked_decision, parse_progress
-from tasks.web.refusals import NO_LONGER_NEEDED, TAMPERED
+from tasks.web.refusals import NO_LONGER_NEEDED
 from tasks.web.resolve import LinkView, audit_used, claim, release_link
 
 log = logging.getLogger("remedy.approval_page")
@@ -31,26 +29,33 @@ class SubmissionFailedError(Exception):
 
 
 def decide_from_link(
-    view: LinkView, form: FormData, *, now: datetime, submit_seconds: float = 30.0
+    view: LinkView,
+    form: FormData,
+    *,
+    now: datetime,
+    channel: str = "approval-page",
+    submit_seconds: float = 30.0,
 ) -> uuid.UUID:
     """Submit a decision through the Prefect API as the link's recipient; return the run id.
 
     The form is checked against the decision's model first (nothing is used up if it fails);
     the link is then claimed, and released again if the submission fails in any way (Prefect
-    unreachable, failing or refusing it: SubmissionFailedError).
+    unreachable, failing or refusing it: SubmissionFailedError). The run is resumed with a
+    single-use submission ticket, never the person's code (tasks/decisions/tickets.py); the
+    caller says how the person proved themselves (`channel`: the link, or link and passkey).
     """
     assert view.kind is not None and view.request_id is not None
-    with read_only() as session:
-        link = session.get(ApprovalLink, view.link_id)
-        code = link_code(link) if link is not None else None
-    if code is None:
-        raise TAMPERED.error("no-code")
-    checked = checked_decision(view.kind, form, approver=view.stakeholder_key, code=code)
+    # checked with a stand-in for the ticket first, so a form with problems uses up nothing
+    stand_in = TICKET_PREFIX + "x" * 24
+    checked = checked_decision(view.kind, form, approver=view.stakeholder_key, code=stand_in)
     claim(view, now=now)
     try:
-        run_id = submit_decision(
-            view.request_id, checked.model_dump(mode="json"), wait_seconds=submit_seconds
-        )
+        reference = issue_ticket(view.request_id, view.stakeholder_key, channel=channel, now=now)
+        values = {**checked.model_dump(mode="json"), "approval_code": reference}
+        run_id = submit_decision(view.request_id, values, wait_seconds=submit_seconds)
+    except AttemptFailedError as exc:
+        release_link(view.link_id)
+        raise SubmissionFailedError(exc.reason) from None
     except SubmitFailedError as exc:
         release_link(view.link_id)
         log.warning("submission not accepted: case=%s link=%s", view.case_ref, view.link_id)

@@ -186,7 +186,7 @@ def test_sigkill_in_the_middle_of_a_step_then_run_again(
     live: E2E, examples: Path, tmp_path: Path
 ) -> None:
     from demo.scripted import SAMPLE_SCRIPT
-    from tasks.decisions.resume import issued_code, submit_decision
+    from tasks.decisions.resume import issued_code, submit_with_code
 
     ref = open_case(examples, tmp_path)
     # submit step 1's decisions one by one and kill each resumed run as it starts; a run can be
@@ -199,7 +199,8 @@ def test_sigkill_in_the_middle_of_a_step_then_run_again(
         assert run_id is not None
         who, values = SAMPLE_SCRIPT[request.kind]
         code = issued_code(request.id, who) or ""
-        submit_decision(request.id, {**values, "approver": who, "approval_code": code})
+        form = {**values, "approver": who, "approval_code": code}
+        submit_with_code(request.id, form, channel="script")
         _kill_when_resumed(run_id)
         # the runner notices its child died and marks the run crashed (slow on a loaded machine)
         state = _settled(run_id, request.suspend_key)

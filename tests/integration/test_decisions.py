@@ -183,7 +183,13 @@ def test_an_accepted_submission_records_the_decision_once(store: Store) -> None:
     assert code.used_at == at
     [taken] = audited(case, "decision.taken")
     assert taken.actor == f"stakeholder:{LEAD}" and taken.subject_id == str(decision.id)
-    assert taken.details == {"kind": "screening", "round": 1, "outcome": "accepted"}
+    # typed into the Prefect UI: the audit says so (the page and the CLI send tickets instead)
+    assert taken.details == {
+        "kind": "screening",
+        "round": 1,
+        "outcome": "accepted",
+        "via": "prefect-api",
+    }
     [allegation] = rows(Allegation, Allegation.case_id == case.case().id)
     assert allegation.screening_outcome == ScreeningOutcome.ACCEPTED
     assert count(Notification, Notification.event == "decision_taken") == 1
@@ -197,7 +203,7 @@ def test_an_accepted_submission_records_the_decision_once(store: Store) -> None:
     assert case.chain().ok
 
 
-REFUSALS: list[tuple[str, str, dict[str, Any], str]] = [
+FAILED_ATTEMPTS: list[tuple[str, str, dict[str, Any], str]] = [
     ("wrong-code", LEAD, {"approval_code": "ZZZZ2222"}, "the approval code is wrong"),
     ("unknown-approver", "nobody.here", {}, "not a designated approver"),
     ("member-without-the-role", OBSERVER, {}, "not a designated approver"),
@@ -208,10 +214,10 @@ REFUSALS: list[tuple[str, str, dict[str, Any], str]] = [
 
 @pytest.mark.parametrize(
     ("submitter", "changes", "reason"),
-    [r[1:] for r in REFUSALS],
-    ids=[r[0] for r in REFUSALS],
+    [r[1:] for r in FAILED_ATTEMPTS],
+    ids=[r[0] for r in FAILED_ATTEMPTS],
 )
-def test_a_refused_submission_is_audited_and_asked_again(
+def test_a_submission_that_proves_nothing_is_counted_and_the_round_waits(
     store: Store, submitter: str, changes: dict[str, Any], reason: str
 ) -> None:
     case = start_sample_case(Clock())
@@ -226,32 +232,68 @@ def test_a_refused_submission_is_audited_and_asked_again(
 
     result = case.submit(pending.request_id, submitter, form, code=code)
 
-    assert not result.accepted and result.decision is None
+    assert not result.accepted and result.decision is None and result.attempt_failed
     assert result.reason is not None and reason in result.reason
+    # counted, and nothing else: no new round, no message, no audit event for a guess
+    after = store.row_counts()
+    assert {t: after[t] - before[t] for t in after if after[t] != before[t]} == {
+        "approval_attempt": 1
+    }
+    [request] = requests_of(case, DecisionKind.SCREENING)
+    assert (request.id, request.status, request.round) == (
+        pending.request_id,
+        DecisionRequestStatus.WAITING,
+        1,
+    )
+    assert request.suspend_key == f"{pending.suspend_key}-t1" and SUSPEND_KEY.match(
+        request.suspend_key
+    )
+    [allegation] = rows(Allegation, Allegation.case_id == case.case().id)
+    assert allegation.screening_outcome == ScreeningOutcome.PENDING
+    # the step asks again under the new key; the lead's code, never presented, still works
+    assert case.prepare(DecisionKind.SCREENING).suspend_key == request.suspend_key
+    accepted = case.submit(pending.request_id, LEAD, values, code=lead_code)
+    assert accepted.accepted, accepted.reason
+    assert case.chain().ok
+
+
+def test_a_refused_submission_is_audited_and_asked_again(store: Store) -> None:
+    case = start_sample_case(Clock())
+    pending = case.prepare(DecisionKind.SCREENING)
+    lead_code = issued_code(pending.request_id, LEAD)
+    _, values = script(DecisionKind.SCREENING)
+    before = store.row_counts()
+
+    result = case.submit(
+        pending.request_id, LEAD, {**values, "outcome": "rejected"}, code=lead_code
+    )
+
+    assert not result.accepted and result.decision is None and not result.attempt_failed
+    assert result.reason is not None and result.reason.startswith("a reason is required")
     [refused] = audited(case, "decision.refused")
     assert refused.details["reason"] == result.reason
-    assert refused.actor == f"submitter:{submitter}"
+    assert refused.actor == f"stakeholder:{LEAD}"  # proven by her code
     assert refused.subject_id == str(pending.request_id)
     old, new = requests_of(case, DecisionKind.SCREENING)
     assert old.status == DecisionRequestStatus.SUPERSEDED
     assert (new.status, new.round, new.scope) == (DecisionRequestStatus.WAITING, 2, old.scope)
     assert new.suspend_key != old.suspend_key and SUSPEND_KEY.match(new.suspend_key)
     assert new.approver_ids == old.approver_ids
-    # the lead's code was not used: it carries over, so no new code is sent
-    [carried] = code_rows(new.id).values()
+    # the code went through Prefect, which keeps run inputs: it is spent, a fresh one is sent
     [original] = code_rows(old.id).values()
-    assert carried.code_hash == original.code_hash and carried.used_at is None
-    assert requested_notices(new.id) == []
-    # nothing but the refusal and the new round is stored
+    [fresh_row] = code_rows(new.id).values()
+    assert original.used_at is not None and fresh_row.code_hash != original.code_hash
+    [notice] = requested_notices(new.id)
+    assert notice.recipient_id == stakeholder_id(LEAD)
     after = store.row_counts()
     assert after["decision"] == before["decision"] == 0
     changed = {t: after[t] - before[t] for t in after if after[t] != before[t]}
     assert changed == {
         "decision_request": 1,
         "approval_code": 1,
-        "approval_link": 1,  # the carried code's link for the new round
+        "approval_link": 1,
         "audit_event": 2,  # decision.refused, decision.requested
-        "notification": 1,  # decision_refused to the lead
+        "notification": 3,  # decision_refused to the lead; her new code by e-mail and chat
     }
     [allegation] = rows(Allegation, Allegation.case_id == case.case().id)
     assert allegation.screening_outcome == ScreeningOutcome.PENDING
@@ -261,9 +303,10 @@ def test_a_refused_submission_is_audited_and_asked_again(
     assert refusal_reason(old.id) == result.reason
     assert [r.id for r in waiting_requests(case.ref)] == [new.id]
     assert "Screen the allegation" in describe_request(new.id)
-    # the next round is what prepare returns, and the lead's original code works on it
     assert case.prepare(DecisionKind.SCREENING).request_id == new.id
-    accepted = case.submit(new.id, LEAD, values, code=lead_code)
+    stale = case.submit(new.id, LEAD, values, code=lead_code)
+    assert not stale.accepted and stale.reason == "the approval code was used already"
+    accepted = case.submit(new.id, LEAD, values, code=issued_code(new.id, LEAD))
     assert accepted.accepted, accepted.reason
     assert rows(Decision, Decision.request_id == new.id)
     assert case.chain().ok
@@ -337,26 +380,28 @@ def test_an_expired_code_is_refused_and_a_fresh_one_sent(store: Store) -> None:
     old_code = issued_code(pending.request_id, who)
     [old_row] = code_rows(pending.request_id).values()
     assert old_row.expires_at == case.clock.now + timedelta(hours=72)
+    [old_notice] = requested_notices(pending.request_id)
 
     late = case.clock.tick(hours=72)
     result = case.submit(pending.request_id, who, values, code=old_code, now=late)
 
-    assert not result.accepted and result.reason is not None and "expired" in result.reason
-    assert audited(case, "decision.refused")[-1].details["reason"] == result.reason
-    old, new = requests_of(case, DecisionKind.SCREENING)
-    assert old.status == DecisionRequestStatus.SUPERSEDED and new.round == 2
-    [fresh_row] = code_rows(new.id).values()
-    assert fresh_row.code_hash != old_row.code_hash
+    # the right person, too late: the same round waits, and only they get a fresh code
+    assert not result.accepted and result.attempt_failed
+    assert result.reason == "the approval code has expired; a new one has been sent"
+    assert audited(case, "decision.refused") == []
+    [request] = requests_of(case, DecisionKind.SCREENING)
+    assert request.id == pending.request_id and request.status == DecisionRequestStatus.WAITING
+    [fresh_row] = code_rows(request.id).values()
+    assert fresh_row.code_hash != old_row.code_hash and fresh_row.used_at is None
     assert fresh_row.expires_at == late + timedelta(hours=72)
-    [notice] = requested_notices(new.id)
-    assert notice.recipient_id == stakeholder_id(who)
-    fresh = issued_code(new.id, who)
+    notices = requested_notices(request.id)
+    assert [n.recipient_id for n in notices if n.id != old_notice.id] == [stakeholder_id(who)]
+    fresh = issued_code(request.id, who)
     assert fresh is not None and fresh != old_code
-    # the old code is no good on the new round either
-    stale = case.submit(new.id, who, values, code=old_code)
+    # the old code is no good any more; the fresh one decides
+    stale = case.submit(request.id, who, values, code=old_code)
     assert not stale.accepted and stale.reason == "the approval code is wrong"
-    _, _, newest = requests_of(case, DecisionKind.SCREENING)
-    assert case.submit(newest.id, who, values, code=fresh).accepted
+    assert case.submit(request.id, who, values, code=fresh).accepted
     assert case.chain().ok
 
 
@@ -516,15 +561,15 @@ def test_a_submission_to_a_replaced_round_is_refused_as_such(store: Store) -> No
     first = case.prepare(DecisionKind.SCREENING)
     who, values = script(DecisionKind.SCREENING)
     code = issued_code(first.request_id, who)
-    refused = case.submit(first.request_id, who, values, code="WRONG999")
-    assert not refused.accepted
+    refused = case.submit(first.request_id, who, {**values, "outcome": "rejected"}, code=code)
+    assert not refused.accepted and not refused.attempt_failed
     late = case.submit(first.request_id, who, values, code=code)
     assert not late.accepted
     assert late.reason == "this request was replaced by a newer one; use the latest notification"
-    # the same code still works on the round that replaced it
+    # the round that replaced it is decided with the code sent for it
     current = case.prepare(DecisionKind.SCREENING)
     assert current.request_id != first.request_id
-    assert case.submit(current.request_id, who, values, code=code).accepted
+    assert case.submit(current.request_id, who, values).accepted
 
 
 def test_an_inactive_approver_is_refused(store: Store) -> None:
