@@ -1,4 +1,4 @@
-"""`python -m bench [pipeline|waiting|outbox|monitoring] [options]`: run the benchmarks."""
+"""`python -m bench [pipeline|waiting|outbox|monitoring|junk] [options]`: run the benchmarks."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ QUICK_CASES = 50
 
 
 def _parser() -> argparse.ArgumentParser:
-    from bench import bench_monitoring, bench_outbox, bench_pipeline, bench_waiting
+    from bench import bench_junk, bench_monitoring, bench_outbox, bench_pipeline, bench_waiting
 
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     sub = parser.add_subparsers(dest="bench")
@@ -30,6 +30,9 @@ def _parser() -> argparse.ArgumentParser:
     bench_monitoring.add_arguments(
         sub.add_parser("monitoring", help="the monitoring sweep over 10,000 cases")
     )
+    bench_junk.add_arguments(
+        sub.add_parser("junk", help="junk links on the approval page, and a concurrent command")
+    )
     return parser
 
 
@@ -43,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     from flows.local.stack import QUIET_PREFECT
 
     os.environ.update(QUIET_PREFECT)
-    from bench import bench_monitoring, bench_outbox, bench_pipeline, bench_waiting
+    from bench import bench_junk, bench_monitoring, bench_outbox, bench_pipeline, bench_waiting
     from bench.common import say, stop_on_sigterm
 
     stop_on_sigterm()
@@ -58,11 +61,14 @@ def main(argv: list[str] | None = None) -> int:
             return bench_outbox.run(args)
         if args.bench == "monitoring":
             return bench_monitoring.run(args)
+        if args.bench == "junk":
+            return bench_junk.run(args)
         say("all benchmarks, modest defaults (python -m bench NAME --help for options)")
         code = bench_pipeline.run(parser.parse_args(["pipeline"]))
         code |= bench_waiting.run(parser.parse_args(["waiting", "--cases", str(QUICK_CASES)]))
         code |= bench_outbox.run(parser.parse_args(["outbox"]))
         code |= bench_monitoring.run(parser.parse_args(["monitoring"]))
+        code |= bench_junk.run(parser.parse_args(["junk"]))
         return code
     except KeyboardInterrupt:
         say("interrupted; everything started was stopped")

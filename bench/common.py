@@ -223,7 +223,8 @@ def deployments_registered(stack: LocalStack, count: int) -> Callable[[], bool]:
 
     def check() -> bool:
         try:
-            resp = httpx.post(f"{stack.api_url}/deployments/count", json={}, timeout=2)
+            with stack.http(timeout=2) as api:  # the server is locked: credential and CSRF
+                resp = api.post("/deployments/count", json={})
             return resp.status_code == 200 and int(resp.json()) >= count
         except (httpx.HTTPError, ValueError):
             return False
@@ -234,9 +235,9 @@ def deployments_registered(stack: LocalStack, count: int) -> Callable[[], bool]:
 @contextmanager
 def talking_to(stack: LocalStack) -> Iterator[None]:
     """Point this process's Prefect client at the stack's server."""
-    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, temporary_settings
+    from prefect.settings import temporary_settings
 
-    with temporary_settings({PREFECT_API_URL: stack.api_url, PREFECT_UI_URL: stack.ui_url}):
+    with temporary_settings(stack.prefect_settings()):
         yield
 
 

@@ -4,7 +4,10 @@ Sets up a fresh demo home (var/demo: case store, key, Prefect server data, a loc
 writing var/demo/mail/*.eml and a chat receiver logging var/demo/chat.jsonl), starts a Prefect
 server, the runner and the approval page, takes in the sample report, and lets scripted
 stakeholders take every decision through the Prefect API as the UI's Resume button does, except
-the first: the case lead takes it from the link in her e-mail, on the approval page. Then a
+the first: the case lead takes it on the approval page, from the link in her e-mail, with a
+passkey. The policy has the page take no decision without one, so she first enrols one as a
+person would: `remedy passkey invite`, the link from her e-mail, the one-time code from her chat,
+and a software authenticator (demo/softkey.py) answering as her browser's would. Then a
 monitoring sweep on an accelerated clock finds a milestone overdue and escalates it, the plan is
 completed, the case closes, and the lessons report is printed. Stops what it started.
 """
@@ -18,10 +21,15 @@ import sys
 import time
 from datetime import date, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from demo.softkey import SoftAuthenticator
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 HOME = ROOT / "var" / "demo"
+LEAD, LEAD_MAIL = "lena.lead", "lena.lead@acme.example"  # the case lead in examples/
 
 
 def _remedy(*argv: str) -> None:
@@ -50,17 +58,18 @@ def main() -> int:
     os.environ["REMEDY_SMTP_URL"] = mail.url()
     os.environ["REMEDY_CHAT_OPS"] = f"json://127.0.0.1:{chat.port}/hooks/remedy-ops"
     page_port = 8686 if not port_open(8686) else free_port()
-    os.environ["REMEDY_APPROVAL_BASE_URL"] = f"http://127.0.0.1:{page_port}"
+    # a host name, not an IP: passkeys are bound to one (the page listens on 127.0.0.1 only)
+    os.environ["REMEDY_APPROVAL_BASE_URL"] = f"http://localhost:{page_port}"
     prepare_store()
-    _remedy("directory", "load", str(EXAMPLES / "stakeholders.yaml"))
+    _remedy("directory", "load", str(_directory_mapping_me_to(LEAD)))
     port = 4200 if not port_open(4200) else free_port()
     started = time.monotonic()
     stack = start_stack(HOME, port, print, approval_port=page_port)
     try:
-        from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, temporary_settings
+        from prefect.settings import temporary_settings
 
         os.environ["PREFECT_API_URL"] = stack.api_url
-        with temporary_settings({PREFECT_API_URL: stack.api_url, PREFECT_UI_URL: stack.ui_url}):
+        with temporary_settings(stack.prefect_settings()):
             return _run_case(stack.ui_url, mail, chat, started)
     finally:
         print("\nStopping the demo stack ...", flush=True)
@@ -77,13 +86,18 @@ def _run_case(ui: str, mail: object, chat: object, started: float) -> int:
     from tasks.intake import open_case, read_report
 
     assert isinstance(mail, MailCatcher) and isinstance(chat, ChatReceiver)
+    # a store made for trying things out: its sweeps may run on an accelerated clock (below)
+    _remedy("db", "simulation", "on")
     report = read_report(EXAMPLES / "reports" / "tin-kivu.yaml", now=utcnow())
     reference = open_case(report, now=utcnow(), actor="demo").reference
     _remedy("show", reference)
     _remedy("start", reference)
 
-    print("\nThe case lead decides the screening from the link in her e-mail:")
-    _decide_on_the_page(mail, reference, "lena.lead@acme.example")
+    print("\nThe case lead adds a passkey first: the approval page takes no decision without one:")
+    device = _enrol_passkey(mail, chat, reference, LEAD, LEAD_MAIL)
+
+    print("\nThe case lead decides the screening from the link in her e-mail, with her passkey:")
+    _decide_on_the_page(mail, reference, (LEAD, LEAD_MAIL), device)
 
     print("\nScripted stakeholders take the next decisions as they come (Prefect API, as the UI):")
     people = ScriptedStakeholders(
@@ -107,6 +121,7 @@ def _run_case(ui: str, mail: object, chat: object, started: float) -> int:
     print(f"Its case view (artifact):   {ui}/artifacts/key/case-{reference.lower()}")
     print(f"The portfolio (artifact):   {ui}/artifacts/key/remedy-portfolio")
     print(f"To browse it again later:   REMEDY_HOME={HOME} .venv/bin/remedy up")
+    print(f"The UI asks for the API credential: the line in {HOME / 'prefect-api.auth'}")
     return 0
 
 
@@ -123,41 +138,139 @@ def _wait_for_runs(reference: str, timeout: float = 120.0) -> None:
     print(f"(some runs of {reference} were still going after {timeout:.0f} s)")
 
 
-def _decide_on_the_page(mail: object, reference: str, to: str) -> None:
-    """Open the approval link from the e-mail, read the form, and submit it, as a person would."""
+def _directory_mapping_me_to(key: str) -> Path:
+    """Write the demo's copy of the sample directory, mapping the account running it to `key`.
+
+    `remedy` commands act as the operating-system account that runs them, as the directory maps
+    it (os_users, tasks/actors.py); the sample maps the account `lena` to lena.lead. Whoever runs
+    the demo plays her, so `remedy passkey invite` below is hers; nobody else's entry keeps them.
+    """
+    import yaml
+
+    from flows.cli.common import os_user
+
+    me = os_user()
+    data = yaml.safe_load((EXAMPLES / "stakeholders.yaml").read_text(encoding="utf-8"))
+    for person in data["stakeholders"]:
+        users = [u for u in person.get("os_users", []) if u != me]
+        person["os_users"] = [*users, me] if person["key"] == key else users
+    path = HOME / "stakeholders.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = f"# examples/stakeholders.yaml, with the account running the demo ({me}) as {key}\n"
+    path.write_text(header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True), "utf-8")
+    print(f"\nThe demo runs as the operating-system user {me}; its copy of the directory maps")
+    print(f"{me} to {key} (os_users, {path}): the `remedy` commands below act as {key}.")
+    return path
+
+
+def _mail_link(mail: object, to: str, subject: str, timeout: float = 180) -> str:
+    """Return the approval page link in the newest e-mail to `to` whose subject has `subject`."""
+    from demo.catchers import MailCatcher
+
+    assert isinstance(mail, MailCatcher)
+    pattern = re.escape(os.environ["REMEDY_APPROVAL_BASE_URL"]) + r"/a/\S+"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for message in reversed(mail.messages):
+            if str(message["To"]) == to and subject in str(message["Subject"]):
+                text = message.get_body(("plain",))
+                found = re.search(pattern, text.get_content() if text else "")
+                if found:
+                    return found.group(0)
+        time.sleep(0.5)
+    raise TimeoutError(f"no e-mail '{subject}' with an approval page link arrived")
+
+
+def _chat_code(chat: object, timeout: float = 60) -> str:
+    """Return the passkey enrolment code in the newest chat message that carries one."""
+    from demo.catchers import ChatReceiver
+
+    assert isinstance(chat, ChatReceiver)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for call in reversed(chat.delivered()):
+            found = re.search(r"code to add a passkey: ([A-Z0-9]{8})", call["body"])
+            if found:
+                return found.group(1)
+        time.sleep(0.5)
+    raise TimeoutError("the chat message with the enrolment code did not arrive")
+
+
+def _browser_post(url: str, form: dict[str, str]) -> Any:
+    """POST a form as the page's script does from the page: its origin, same-origin."""
     import httpx
 
-    from demo.catchers import MailCatcher
+    base = os.environ["REMEDY_APPROVAL_BASE_URL"]
+    headers = {"Origin": base, "Sec-Fetch-Site": "same-origin"}
+    return httpx.post(url, data=form, headers=headers, timeout=90)
+
+
+def _form_csrf(url: str, passkey_mode: str) -> str:
+    """Open a link (GET changes nothing) and return its form's CSRF token."""
+    import httpx
+
+    page = httpx.get(url, timeout=30)
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert csrf is not None, f"the page shows no form (HTTP {page.status_code})"
+    assert f'data-passkey="{passkey_mode}"' in page.text, "the page does not ask for a passkey"
+    return csrf.group(1)
+
+
+def _enrol_passkey(
+    mail: object, chat: object, reference: str, key: str, to: str
+) -> SoftAuthenticator:
+    """Invite `key` to add a passkey and add it from the invitation, as the page's script would
+    (flows/web/static/passkey.js): the code and CSRF token to /options for a challenge, the
+    authenticator's answer in the form. Return the device that holds the new passkey."""
+    from urllib.parse import urlsplit
+
+    from demo.softkey import SoftAuthenticator
+
+    _remedy("passkey", "invite", key)
+    print("  (the outbox is drained every minute; the demo sends now)")
+    _remedy("notifications", "deliver", "--case", reference)
+    print(f"\n  {key} enrols a passkey (link by e-mail, code by chat):")
+    link = _mail_link(mail, to, "Add a passkey")
+    code = _chat_code(chat)
+    print(f"  GET  {link[:60]}...  (the enrolment page; changes nothing)")
+    csrf = _form_csrf(link, "create")
+    options = _browser_post(f"{link.rstrip('/')}/options", {"csrf": csrf, "code": code})
+    assert options.status_code == 200, f"no registration challenge ({options.status_code})"
+    print("  POST the code from the chat to .../options: a registration challenge")
+    base = os.environ["REMEDY_APPROVAL_BASE_URL"]
+    device = SoftAuthenticator(rp_id=urlsplit(base).hostname or "localhost", origin=base)
+    form = {"code": code, "passkey": device.create(options.text), "csrf": csrf}
+    added = _browser_post(link, form)
+    assert added.status_code == 200 and "Passkey added" in added.text, "the passkey was not added"
+    print(f"  POST the passkey her device (demo/softkey.py) made: HTTP {added.status_code}")
+    return device
+
+
+def _decide_on_the_page(
+    mail: object, reference: str, who: tuple[str, str], device: SoftAuthenticator
+) -> None:
+    """Open the approval link from the e-mail, read the form, and submit it with the passkey's
+    answer to this link's challenge, as a person's browser would."""
     from models.enums import DecisionRequestStatus
     from tasks.decisions.requests import waiting_requests
     from tasks.decisions.resume import load_request
 
-    assert isinstance(mail, MailCatcher)
-    deadline = time.monotonic() + 180
-    link = None
-    while time.monotonic() < deadline and link is None:
-        for message in reversed(mail.messages):
-            if str(message["To"]) == to and "Screen the allegation" in str(message["Subject"]):
-                text = message.get_body(("plain",))
-                found = re.search(
-                    r"https?://127\.0\.0\.1:\d+/a/\S+", text.get_content() if text else ""
-                )
-                link = found.group(0) if found else None
-                break
-        time.sleep(0.5)
-    if link is None:
-        raise TimeoutError("the screening e-mail did not arrive")
+    key, to = who
+    link = _mail_link(mail, to, "Screen the allegation")
     [request] = waiting_requests(reference)
     print(f"  GET  {link[:60]}...  (shows the decision; changes nothing)")
-    page = httpx.get(link, timeout=30)
-    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
-    assert csrf is not None, "the approval page shows no form"
-    form = {"csrf": csrf.group(1), "stakeholder_key": "lena.lead", "outcome": "accepted"}
-    answer = httpx.post(link, data=form, timeout=90)
-    print(f"  POST the form: HTTP {answer.status_code}")
+    csrf = _form_csrf(link, "get")
+    options = _browser_post(f"{link.rstrip('/')}/options", {"csrf": csrf})
+    assert options.status_code == 200, f"no passkey challenge ({options.status_code})"
+    form = {"csrf": csrf, "stakeholder_key": key, "outcome": "accepted"}
+    answer = _browser_post(link, {**form, "passkey": device.get(options.text)})
+    print("  POST .../options: a challenge for this link, which her passkey answers")
+    print(f"  POST the form with the answer: HTTP {answer.status_code}")
+    deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if load_request(request.id).status == DecisionRequestStatus.DECIDED:
-            print("  screening (accepted)                         by lena.lead       approval page")
+            print(f"  screening (accepted)                         by {key:<15} approval page")
+            print(f"  {key} decided with her passkey on the approval page")
             return
         time.sleep(0.5)
     raise TimeoutError("the decision from the approval page was not recorded")
@@ -166,7 +279,7 @@ def _decide_on_the_page(mail: object, reference: str, to: str) -> None:
 def _accelerated_monitoring(reference: str, mail: object) -> None:
     """Sweep as if days had passed: a milestone goes overdue, then is escalated."""
     from demo.catchers import MailCatcher
-    from flows.monitor_milestones import monitor_milestones
+    from flows.monitor_milestones import simulated_sweep
     from tasks.context import utcnow
 
     assert isinstance(mail, MailCatcher)
@@ -177,7 +290,7 @@ def _accelerated_monitoring(reference: str, mail: object) -> None:
             year=first_due.year, month=first_due.month, day=first_due.day
         ) + timedelta(days=days)
         seen = len(mail.messages)
-        summary = monitor_milestones(now=now)
+        summary = simulated_sweep(now=now)  # `remedy monitor --now`, on a simulation store
         # the sweep's own messages: their idempotency keys name the threshold
         sent = [
             f"{m['To']}: {m['Subject']}"

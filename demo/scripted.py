@@ -147,7 +147,7 @@ class ScriptedStakeholders:
         form.update(self.override_once.pop(request.kind, {}))
         # proven with the code to Remedy; Prefect sees only a single-use ticket
         run_id = submit_with_code(request.id, form, channel="script")
-        status = _wait_decided(request.id)
+        status = _wait_decided(request.id, tries=request.tries)
         self._note(f"{request.kind.value} ({status})", who, f"flow run {run_id}")
         return status
 
@@ -202,8 +202,8 @@ class ScriptedStakeholders:
         raise TimeoutError(f"{case_ref} did not reach {until.value} in {timeout:.0f} s")
 
 
-def _wait_decided(request_id: uuid.UUID, timeout: float = 120.0) -> str:
-    checked = await_verdict(request_id, wait_seconds=timeout, poll=0.3)
+def _wait_decided(request_id: uuid.UUID, *, tries: int, timeout: float = 120.0) -> str:
+    checked = await_verdict(request_id, wait_seconds=timeout, poll=0.3, tries=tries)
     if checked.status == "checking":
         raise TimeoutError(f"decision request {request_id} was not checked in {timeout:.0f} s")
     return checked.status

@@ -41,11 +41,12 @@ def main() -> None:
 
     with contextlib.suppress(SystemExit):
         remedy(["directory", "load", str(ROOT / "examples" / "stakeholders.yaml")])
+        remedy(["db", "simulation", "on"])  # the portfolio shot sweeps a week ahead
     stack = start_stack(home, free_port(), print)
     try:
-        from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, temporary_settings
+        from prefect.settings import temporary_settings
 
-        with temporary_settings({PREFECT_API_URL: stack.api_url, PREFECT_UI_URL: stack.ui_url}):
+        with temporary_settings(stack.prefect_settings()):
             _shoot(stack.ui_url)
     finally:
         stack.stop()
@@ -77,6 +78,10 @@ def _shoot(ui: str) -> None:
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(ui)  # the API is locked: the UI asks for the credential once
+        page.get_by_placeholder("admin:pass").fill(os.environ["PREFECT_API_AUTH_STRING"])
+        page.get_by_placeholder("admin:pass").press("Enter")
+        page.get_by_text("Dashboard").first.wait_for()
         page.goto(f"{ui}/runs/flow-run/{run_id}")
         page.get_by_role("button", name="Resume").first.click()
         page.wait_for_timeout(1500)
@@ -95,7 +100,7 @@ def _portfolio(ui: str, page: object, first: str) -> None:
     from datetime import timedelta
 
     from demo.scripted import ScriptedStakeholders
-    from flows.monitor_milestones import monitor_milestones
+    from flows.monitor_milestones import simulated_sweep
     from models.enums import CaseState
     from tasks.context import utcnow
     from tasks.intake import open_case, read_report
@@ -105,7 +110,7 @@ def _portfolio(ui: str, page: object, first: str) -> None:
     other = open_case(report, now=utcnow(), actor="screenshots").reference
     start_flow(ENTRY_FLOW, other, idempotency_key=f"{other}-shots", step=None)
     ScriptedStakeholders().drive(first, until=CaseState.IMPLEMENTING, timeout=600)
-    monitor_milestones(now=utcnow() + timedelta(days=7))
+    simulated_sweep(now=utcnow() + timedelta(days=7))
     page.goto(f"{ui}/artifacts/key/remedy-portfolio")  # type: ignore[attr-defined]
     page.locator("a[href*='/artifacts/artifact/']").first.click()  # type: ignore[attr-defined]
     page.wait_for_timeout(2500)  # type: ignore[attr-defined]

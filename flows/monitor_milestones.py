@@ -3,7 +3,11 @@
 Finds with set-based queries what is due soon, due today, overdue or waiting too long; runs a
 monitor-case sub-flow for each affected case (reminders, escalations, once per threshold); moves
 completed plans to closure; repairs what the doctor finds; refreshes the portfolio artifact.
-`now` can be given, so a sweep can be run for a chosen moment (tests, demos, catching up).
+
+The deployment sweeps as of the wall clock and takes no parameter: a moment of an API client's
+choosing would date audit events in it and use up the reminders of real cases. An operator tries
+a later moment with `simulated-sweep` (`remedy monitor --now`), which is not deployed and refuses
+to run unless the case store says it is a simulation.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from tasks.orchestration.sweep_tasks import (
     publish_plan_progress_task,
     publish_portfolio_task,
     reconcile_task,
+    simulated_time_task,
     sweep_time_task,
 )
 
@@ -29,15 +34,24 @@ from tasks.orchestration.sweep_tasks import (
 def monitor_case(case_ref: str, items: list[DueItem], now: datetime) -> CaseCheck:
     """Act on one case's new thresholds, send the messages, refresh its plan's progress."""
     check = check_case_task(case_ref, items, now)
-    deliver_case_task(case_ref, now)
+    deliver_case_task(case_ref)  # on the wall clock, whatever moment the sweep is for
     publish_plan_progress_task(case_ref)
     return check
 
 
 @flow(name="monitor-milestones", retries=0)
-def monitor_milestones(now: datetime | None = None) -> dict[str, int]:
-    """Sweep every open case once: reminders, escalations, closures, repairs, portfolio."""
-    at = sweep_time_task(now)
+def monitor_milestones() -> dict[str, int]:
+    """Sweep every open case once, as of now: reminders, escalations, closures, repairs."""
+    return _sweep(sweep_time_task())
+
+
+@flow(name="simulated-sweep", retries=0)
+def simulated_sweep(now: datetime) -> dict[str, int]:
+    """Sweep a simulation store as of a chosen moment (refused on a store of real cases)."""
+    return _sweep(simulated_time_task(now))
+
+
+def _sweep(at: datetime) -> dict[str, int]:
     plan = find_due_task(at)
     checks = [monitor_case(ref, items, at) for ref, items in sorted(plan.by_case.items())]
     closing = close_completed_task(at)

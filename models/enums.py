@@ -488,6 +488,10 @@ class NotificationEvent(StrEnum):
     MILESTONE_VERIFIED = "milestone_verified"
     CASE_CLOSED = "case_closed"
     LESSONS_READY = "lessons_ready"
+    # passkeys for approvers (tasks/web/enrolment.py, tasks/web/passkeys.py)
+    PASSKEY_INVITED = "passkey_invited"  # the enrolment link, by e-mail
+    PASSKEY_CODE = "passkey_code"  # its one-time code, over the person's other channel (chat)
+    PASSKEY_MISSING = "passkey_missing"  # a decision waits for someone without a passkey
 
 
 class Visibility(StrEnum):

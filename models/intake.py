@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from datetime import UTC, date, datetime
 from typing import Annotated
 
@@ -64,9 +65,23 @@ def _slug(v: str) -> str:
     return v
 
 
+def _os_user(v: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._@-]{0,63}", v):
+        raise ValueError("must be an operating-system user name such as 'lena' (at most 64)")
+    return v
+
+
+def _acts_for(v: str) -> str:
+    return v if v == ANYONE else _slug(v)
+
+
 CountryCode = Annotated[str, AfterValidator(_country)]
 LanguageTag = Annotated[str, Field(max_length=35), AfterValidator(_language)]
 Key = Annotated[str, AfterValidator(_slug)]
+OsUser = Annotated[str, AfterValidator(_os_user)]
+# whom a stakeholder may name on the command line (--by, --agreed-by): keys, or "*" for anyone
+ActsFor = Annotated[str, AfterValidator(_acts_for)]
+ANYONE = "*"
 
 
 # Bounded free-text fields (stripped, no NUL characters): the limits are part of the contract.
@@ -225,12 +240,25 @@ class OrganisationIn(_Strict):
     external_ids: dict[Key, Text100] = Field(default_factory=dict, max_length=10)
 
 
+def _secret_ref(v: str) -> str:
+    # a Prefect Secret block is readable by every Prefect API client: no longer a place for it
+    if v.startswith("block:"):
+        raise ValueError(
+            "Prefect Secret blocks are no longer read (any Prefect API client can read them): "
+            "write the URL to REMEDY_HOME/secrets/<name> (mode 0600) and use file:<name>"
+        )
+    if not re.fullmatch(r"env:[A-Z][A-Z0-9_]*|file:[a-z0-9][a-z0-9_-]*", v):
+        raise ValueError(
+            "must be env:NAME (an environment variable) or file:name (a file in "
+            "REMEDY_HOME/secrets readable by its owner only)"
+        )
+    return v
+
+
 class ChatIn(_Strict):
     kind: ChatKind
     address: Text200 | None = None
-    secret_ref: Annotated[
-        str, Field(max_length=200, pattern=r"^(env:[A-Z][A-Z0-9_]*|block:[a-z0-9][a-z0-9-]*)$")
-    ]
+    secret_ref: Annotated[str, Field(max_length=200), AfterValidator(_secret_ref)]
 
 
 class StakeholderIn(_Strict):
@@ -242,6 +270,9 @@ class StakeholderIn(_Strict):
     chat: ChatIn | None = None
     roles: list[Role] = Field(default_factory=list, max_length=8)
     active: bool = True
+    # the operating-system accounts that are this person on the command line
+    os_users: list[OsUser] = Field(default_factory=list, max_length=20)
+    acts_for: list[ActsFor] = Field(default_factory=list, max_length=200)
 
 
 class DirectoryIn(_Strict):
@@ -261,4 +292,8 @@ class DirectoryIn(_Strict):
         for s in self.stakeholders:
             if s.organisation and s.organisation not in orgs:
                 raise ValueError(f"stakeholder {s.key}: unknown organisation {s.organisation}")
+        accounts = Counter(u for s in self.stakeholders for u in set(s.os_users))
+        twice = sorted(u for u, n in accounts.items() if n > 1)
+        if twice:
+            raise ValueError(f"os_users {', '.join(twice)}: an account is one stakeholder only")
         return self

@@ -45,12 +45,26 @@ class Settings(BaseSettings):
         default=None, description="Operator's plan templates (TOML); default: the shipped ones."
     )
     approval_base_url: str = Field(
-        default="http://127.0.0.1:8686",
+        # a host name, not an IP: passkeys are bound to one (the page listens on 127.0.0.1)
+        default="http://localhost:8686",
         description="Address of the approval page as stakeholders reach it (used in links); "
-        "https, or http on this machine only (127.0.0.1, ::1, localhost).",
+        "https, or http on this machine only (localhost, 127.0.0.1, ::1). Passkeys need a host "
+        "name (localhost, or the proxy's), not an IP address.",
     )
     approval_host: str = Field(default="127.0.0.1", description="Where the approval page listens.")
     approval_port: int = Field(default=8686, ge=1, le=65535)
+    approval_rate_per_minute: int = Field(
+        default=30,
+        ge=1,
+        le=6000,
+        description="Requests one client address may make to the approval page's links per "
+        "minute; beyond it the page answers 429 (IPv6 addresses count per /64 network).",
+    )
+    approval_trusted_proxies: str = Field(
+        default="",
+        description="Reverse proxies in front of the approval page (addresses or networks, "
+        "comma-separated) whose X-Forwarded-For names the client; default none: the peer is.",
+    )
     progress_link_days: int = Field(
         default=14, ge=1, le=90, description="How long a milestone owner's progress link lives."
     )
@@ -82,6 +96,18 @@ class Settings(BaseSettings):
     @classmethod
     def _no_blank_url(cls, v: str | None) -> str | None:
         return v or None
+
+    @field_validator("approval_trusted_proxies")
+    @classmethod
+    def _proxy_networks(cls, v: str) -> str:
+        for entry in filter(None, (e.strip() for e in v.split(","))):
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{entry!r} is not an address or network (e.g. 127.0.0.1 or 10.0.0.0/8)"
+                ) from None
+        return v
 
     @field_validator("approval_base_url")
     @classmethod

@@ -107,7 +107,7 @@ class Stakeholder(SQLModel, table=True):
     email: str | None = Field(default=None, max_length=320)
     chat_kind: ChatKind | None = _enum(ChatKind, nullable=True)
     chat_address: str | None = Field(default=None, max_length=200)
-    # Where the chat webhook URL (a credential) is kept: "env:NAME" or "block:secret-name".
+    # Where the chat webhook URL (a credential) is kept: "env:NAME" or "file:name".
     chat_secret_ref: str | None = Field(default=None, max_length=200)
     email_format: EmailFormat = _enum(EmailFormat, default=EmailFormat.HTML)
     default_roles: list[str] = _json()

@@ -3,14 +3,14 @@
 `notify` asks the routing table who hears of an event and on which channels, and writes one row
 per recipient and channel, keyed so that a repeated change never enqueues twice. A row holds
 references and what the recipient's role may see; the narrative and one-time codes travel
-encrypted (sealed by the caller), chat rows hold neither.
+encrypted (sealed by the caller), chat rows hold neither. A row is due as soon as it is written.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlmodel import Session, col, select
@@ -133,7 +133,9 @@ def _enqueue(
         status=NotificationStatus.PENDING,
         mentions=mentions,
         created_at=now,
-        next_attempt_at=now,
+        # due at once by the wall clock too: a change recorded as of a later moment (a simulated
+        # sweep) is sent now, and leases and retries then run on the wall clock (tasks/drain.py)
+        next_attempt_at=min(now, datetime.now(UTC)),
     )
     session.add(row)
     return row

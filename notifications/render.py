@@ -6,6 +6,8 @@ the markup. Plain-text and chat output is unescaped once at the end, so user-sup
 everywhere: `{{ 7*7 }}` in a report arrives as written, and `<script>` is escaped in HTML mail.
 Words go through a translation catalog per locale (`locales/<locale>.toml`, English msgid →
 translation); a missing translation falls back to English and `missing_translations` reports it.
+What a person typed (a site, a milestone's title, a reason) goes through the `typed` filter: in
+chat (Markdown) it is escaped with `md_text`, so `[sign in](https://evil.example)` stays text.
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, pass_context
+from jinja2.runtime import Context
 from markupsafe import Markup
 
 from models.enums import Locale, NotificationChannel
 from models.settings import get_settings
+from notifications.markdown import md_text
 
 HERE = Path(__file__).parent
 TEMPLATES = HERE / "templates"
@@ -83,6 +87,14 @@ def _label(value: object) -> str:
     return str(value).replace("_", " ")
 
 
+@pass_context
+def _typed(context: Context, value: object) -> object:
+    """Quote text a person typed: as typed, and in Markdown escaped so it is no link or markup."""
+    if value is None or context.get("format") != "md":
+        return value  # HTML is autoescaped; plain text shows any markup as typed
+    return md_text(value)
+
+
 @lru_cache(maxsize=1)
 def environment() -> Environment:
     """Return the one environment every notification is rendered with."""
@@ -97,6 +109,8 @@ def environment() -> Environment:
     )
     env.filters["when"] = _when
     env.filters["label"] = _label
+    env.filters["typed"] = _typed
+    env.filters["md_text"] = md_text
     # placeholders: each render passes the recipient's locale's functions in its context
     env.install_gettext_callables(  # type: ignore[attr-defined]
         lambda s: s, lambda s, p, n: s if n == 1 else p, newstyle=True

@@ -36,6 +36,7 @@ from models.tables import (
     RemediationCase,
     Stakeholder,
 )
+from tasks.actors import Operator
 from tasks.case_state import move
 from tasks.decisions.requests import cancel_waiting
 from tasks.store.audit import append_audit
@@ -119,9 +120,14 @@ def _audit(
     action: str,
     now: datetime,
     subject: AffectedPerson | None = None,
+    operator: Operator | None = None,
     **details: object,
 ) -> None:
-    """Audit a control on the case's chain; about the case, or about one affected person."""
+    """Audit a control on the case's chain; about the case, or about one affected person.
+
+    The actor is the person in whose name the control is taken; from the command line, the
+    details add who typed it (their operating-system account and stakeholder key).
+    """
     append_audit(
         session,
         chain=case.reference,
@@ -130,7 +136,7 @@ def _audit(
         at=now,
         subject_type="affected_person" if subject else "case",
         subject_id=str(subject.id if subject else case.id),
-        details=details,
+        details={**details, **(operator.audit_details() if operator else {})},
     )
 
 
@@ -146,18 +152,26 @@ def _affected(session: Session, case: RemediationCase, pseudonym: str) -> Affect
 
 
 def withdraw_consent(
-    case_ref: str, pseudonym: str, *, purpose: ConsentPurpose, by: str, now: datetime
+    case_ref: str,
+    pseudonym: str,
+    *,
+    purpose: ConsentPurpose,
+    by: str,
+    now: datetime,
+    operator: Operator | None = None,
 ) -> ControlResult:
     """Record that a person withdrew consent for a purpose; for case handling the case holds.
 
-    Withdrawal is the person's right: whoever records it, it is recorded. Messages that mention
-    the person are suppressed from now on (tasks.drain checks); the held step's waiting
-    decisions are cancelled, so nobody is asked or reminded while the case holds.
+    Withdrawal is the person's right: whoever in the directory records it, it is recorded.
+    Messages that mention the person are suppressed from now on (tasks.drain checks); the held
+    step's waiting decisions are cancelled, so nobody is asked or reminded while the case holds.
     """
     with unit_of_work() as session:
         case = get_case(session, case_ref, lock=True)
         person = _affected(session, case, pseudonym)
         recorder = session.exec(select(Stakeholder).where(Stakeholder.key == by)).first()
+        if recorder is None or not recorder.active:
+            raise ControlError(f"there is no active stakeholder {by}")  # the audit names a person
         records = session.exec(
             select(ConsentRecord).where(
                 ConsentRecord.person_id == person.id,
@@ -174,7 +188,7 @@ def withdraw_consent(
                     purpose=purpose,
                     method=ConsentMethod.VERBAL,
                     given_at=now,
-                    recorded_by_id=recorder.id if recorder else None,
+                    recorded_by_id=recorder.id,
                 )
             ]
         for record in records:
@@ -182,7 +196,7 @@ def withdraw_consent(
             session.add(record)
         session.flush()
         details = {"person": pseudonym, "purpose": purpose.value}
-        _audit(session, case, by, "consent.withdrawn", now, person, **details)
+        _audit(session, case, by, "consent.withdrawn", now, person, operator, **details)
         stale: list[uuid.UUID] = []
         moved = purpose == ConsentPurpose.CASE_HANDLING and case.state in RESUMABLE_STATES
         if moved:
@@ -202,6 +216,7 @@ def renew_consent(
     now: datetime,
     language: str | None = None,
     interpreter_used: bool = False,
+    operator: Operator | None = None,
 ) -> ControlResult:
     """Record a person's renewed consent; a held case resumes once nobody's stands withdrawn.
 
@@ -229,7 +244,7 @@ def renew_consent(
         )
         session.flush()
         details = {"person": pseudonym, "purpose": purpose.value, "method": method.value}
-        _audit(session, case, by, "consent.renewed", now, person, **details)
+        _audit(session, case, by, "consent.renewed", now, person, operator, **details)
         moved = case.state == CaseState.ON_HOLD and not withdrawn_people(
             session, case.id, [ConsentPurpose.CASE_HANDLING]
         )
@@ -240,7 +255,9 @@ def renew_consent(
         return ControlResult(case_ref=case_ref, state=case.state, moved=moved, stale_runs=stale)
 
 
-def close_early(case_ref: str, *, by: str, reason: str, now: datetime) -> ControlResult:
+def close_early(
+    case_ref: str, *, by: str, reason: str, now: datetime, operator: Operator | None = None
+) -> ControlResult:
     """Send a case to closure before its plan is done: unresolved, or after consent was withdrawn.
 
     Closing a working case unresolved is management's call (the case's senior approver); a held
@@ -257,12 +274,27 @@ def close_early(case_ref: str, *, by: str, reason: str, now: datetime) -> Contro
             _person(session, case, by, (Role.SENIOR_APPROVER,), "authorise an unresolved closure")
             event, facts = CaseEvent.CLOSE_UNRESOLVED, {"unresolved_authorised": True}
         stale = _move(session, case, event, now=now, by=by, why="closed early", **facts)
-        _audit(session, case, by, "case.closure_requested", now, event=event.value, reason=text)
+        _audit(
+            session,
+            case,
+            by,
+            "case.closure_requested",
+            now,
+            operator=operator,
+            event=event.value,
+            reason=text,
+        )
         return ControlResult(case_ref=case_ref, state=case.state, moved=True, stale_runs=stale)
 
 
 def revise_plan(
-    case_ref: str, *, by: str, agreed_by: str, reason: str, now: datetime
+    case_ref: str,
+    *,
+    by: str,
+    agreed_by: str,
+    reason: str,
+    now: datetime,
+    operator: Operator | None = None,
 ) -> ControlResult:
     """Take a plan under way back to design: the case lead asks, the victim representative agrees.
 
@@ -275,6 +307,8 @@ def revise_plan(
         text = _reason(reason, "revising a plan")
         _person(session, case, by, (Role.CASE_LEAD,), "ask for a plan revision")
         _person(session, case, agreed_by, (Role.VICTIM_REPRESENTATIVE,), "agree to a plan revision")
+        if agreed_by == by:
+            raise ControlError("the case lead cannot agree to their own revision for the victims")
         stale = _move(
             session,
             case,
@@ -284,7 +318,16 @@ def revise_plan(
             why="revised",
             revision_agreed=True,
         )
-        _audit(session, case, by, "plan.revision_requested", now, agreed_by=agreed_by, reason=text)
+        _audit(
+            session,
+            case,
+            by,
+            "plan.revision_requested",
+            now,
+            operator=operator,
+            agreed_by=agreed_by,
+            reason=text,
+        )
         return ControlResult(case_ref=case_ref, state=case.state, moved=True, stale_runs=stale)
 
 
@@ -295,6 +338,7 @@ def reopen_case(
     by: str,
     reason: str,
     now: datetime,
+    operator: Operator | None = None,
 ) -> ControlResult:
     """Reopen a closed case: back to verification (new facts) or to plan design (remedy failed).
 
@@ -316,5 +360,5 @@ def reopen_case(
         if to == "verification":
             case.closure_type = None
         session.add(case)
-        _audit(session, case, by, "case.reopened", now, to=to, reason=text)
+        _audit(session, case, by, "case.reopened", now, operator=operator, to=to, reason=text)
         return ControlResult(case_ref=case_ref, state=case.state, moved=True, stale_runs=stale)

@@ -4,12 +4,12 @@ The guarantee is at-least-once. A message is claimed (a lease) and its attempt c
 is sent, and recorded as delivered after; if the process dies in between, the lease runs out and
 a later drain sends it again, so a crash can duplicate at most the messages in flight, each
 carrying the same idempotency key (header X-Remedy-Key) for the receiver to drop a repeat.
-Failures back off exponentially and stop after `delivery_max_attempts` (audited).
+Failures back off exponentially and stop after `delivery_max_attempts` (audited). Leases and
+backoff run on the wall clock; the `now` a caller passes dates only what is recorded.
 """
 
 from __future__ import annotations
 
-import os
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -33,7 +33,9 @@ from models.tables import (
     Stakeholder,
 )
 from notifications.render import Rendered, message_format, render
+from notifications.secrets import resolve_secret
 from notifications.send import DeliveryFailedError, chat_url, email_url, send
+from tasks.context import utcnow
 from tasks.store.audit import SYSTEM_CHAIN, append_audit
 from tasks.store.consent import withdrawn_people
 from tasks.store.db import is_postgres, read_only, unit_of_work
@@ -44,6 +46,7 @@ from tasks.store.vault import get_vault
 BASE_CONTEXT: dict[str, Any] = {
     "approval_link": None,
     "progress_link": None,
+    "enrol_link": None,
     "ui_link": None,
     "code": None,
     "code_expires_at": None,
@@ -78,10 +81,13 @@ class Prepared:
     rendered: Rendered
 
 
-def claim_due(
-    *, now: datetime, limit: int = 200, case_id: uuid.UUID | None = None
-) -> list[uuid.UUID]:
-    """Take a lease on due messages and count the attempt; return their ids."""
+def claim_due(*, limit: int = 200, case_id: uuid.UUID | None = None) -> list[uuid.UUID]:
+    """Take a lease on due messages and count the attempt; return their ids.
+
+    Due-ness and the lease are the wall clock's, never a caller's moment: a drain told it is
+    2031 must neither send a message early nor hold it until 2031 if it dies.
+    """
+    now = utcnow()
     with unit_of_work() as session:
         query = (
             select(Notification)
@@ -120,21 +126,7 @@ def _withdrawn(case_id: uuid.UUID | None, mentions: list[str]) -> bool:
 
 def _secret(ref: str) -> str:
     """Read a chat webhook URL from where the stakeholder's record says it is kept."""
-    kind, _, name = ref.partition(":")
-    if kind == "env":
-        value = os.environ.get(name)
-        if not value:
-            raise DeliveryFailedError(f"the chat secret {ref} is not set")
-        return value
-    if kind == "block":
-        from prefect.blocks.system import Secret
-
-        try:
-            value = Secret.load(name).get()  # type: ignore[union-attr]
-        except ValueError:
-            raise DeliveryFailedError(f"the chat secret {ref} does not exist") from None
-        return str(value)
-    raise DeliveryFailedError("the chat secret reference is neither env: nor block:")
+    return resolve_secret(ref, home=get_settings().home)
 
 
 def render_context(row: Notification, case_ref: str | None, now: datetime) -> dict[str, Any]:
@@ -152,7 +144,9 @@ def render_context(row: Notification, case_ref: str | None, now: datetime) -> di
         with read_only() as session:
             link = session.get(ApprovalLink, uuid.UUID(row.context["link_id"]))
         if link is not None and link.expires_at > now:
-            key = "approval_link" if link.purpose.value == "decide" else "progress_link"
+            key = {"decide": "approval_link", "enrol": "enrol_link"}.get(
+                link.purpose.value, "progress_link"
+            )
             ctx[key] = link_url(link.id, link.expires_at)
     if row.context.get("flow_run_id"):
         ctx["ui_link"] = flow_run_link(uuid.UUID(row.context["flow_run_id"]))
@@ -247,7 +241,7 @@ def record(claimed: Claimed, *, now: datetime, error: str | None, suppressed: bo
                 delay = timedelta(
                     seconds=settings.delivery_backoff_seconds * 2 ** (row.attempts - 1)
                 )
-                row.next_attempt_at = now + min(delay, MAX_BACKOFF)
+                row.next_attempt_at = utcnow() + min(delay, MAX_BACKOFF)  # real time
                 outcome, action = "failed", ""
         session.add(row)
         if action:
@@ -299,7 +293,7 @@ def deliver_due(*, now: datetime, limit: int = 200, case_ref: str | None = None)
     report = DeliveryReport()
     while report.claimed < limit:
         # small batches: a lease covers a batch's sending many times over
-        ids = claim_due(now=now, limit=min(BATCH, limit - report.claimed), case_id=case_id)
+        ids = claim_due(limit=min(BATCH, limit - report.claimed), case_id=case_id)
         if not ids:
             break
         report.claimed += len(ids)

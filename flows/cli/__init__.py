@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import sys
 
+import httpx
 from cyclopts import App, CycloptsError
 
-from flows.cli import cases, controls, decide, milestones, ops, report
+from flows.cli import cases, controls, decide, milestones, ops, passkeys, report
 from flows.cli.common import EXIT_BAD_INPUT, EXIT_OK, err, fail
 
 app = App(name="remedy", help="Remediation cases for victims of trafficking and forced labour.")
@@ -25,6 +26,7 @@ for sub in (
     controls.case_app,
     controls.plan_app,
     ops.notifications_app,
+    passkeys.passkey_app,
 ):
     app.command(sub)
 report.register(app)
@@ -40,12 +42,14 @@ app.command(decide.decide, name="decide")
 
 def main(argv: list[str] | None = None) -> None:
     """Run the command line; exit 2 on bad input, 1 on other failures."""
+    from flows.local.credential import NOT_ADMITTED, CredentialError, use_remedy_credential
     from notifications.routing import RoutingError
     from tasks.inputs import InputError
     from tasks.store.cases import CaseNotFoundError
     from tasks.store.vault import VaultError
 
     try:
+        use_remedy_credential()  # before Prefect is imported: it reads its settings once
         code = app(argv, exit_on_error=False, print_error=True, result_action="return_value")
     except CycloptsError:
         code = EXIT_BAD_INPUT
@@ -62,6 +66,12 @@ def main(argv: list[str] | None = None) -> None:
         code = fail(str(exc))
     except RoutingError as exc:
         code = fail(str(exc))
+    except CredentialError as exc:
+        code = fail(str(exc))
+    except httpx.HTTPStatusError as exc:
+        if exc.response.status_code != 401:
+            raise
+        code = fail(NOT_ADMITTED)
     sys.exit(code if isinstance(code, int) else EXIT_OK)
 
 

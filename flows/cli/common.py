@@ -1,10 +1,17 @@
-"""What every `remedy` command shares: the consoles, the exit codes, failing and handing over."""
+"""What every `remedy` command shares: the consoles, the exit codes, who is typing, failing and
+handing over."""
 
 from __future__ import annotations
 
-import getpass
+import os
+import pwd
+from typing import TYPE_CHECKING
 
+from cyclopts import Parameter
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from tasks.actors import Operator
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -13,10 +20,40 @@ err = Console(stderr=True, highlight=False)
 
 NO_PREFECT = "No PREFECT_API_URL: the monitoring sweep starts the next step."
 
+# `--by` of every command that acts in a person's name (see `operator`)
+BY = Parameter(
+    help="In whose name (a stakeholder key). Default: you, as the directory maps your "
+    "operating-system account (os_users); naming someone else needs their key in your acts_for."
+)
+
+
+def os_user() -> str:
+    """Return the operating-system account running this command, from the process's user id.
+
+    Never from $USER or $LOGNAME, which `getpass.getuser()` believes first: anyone can set them.
+    An account without a passwd entry (some containers) is its numeric user id.
+    """
+    uid = os.getuid()
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def operator() -> Operator:
+    """Return who runs this command: the stakeholder the directory maps this account to.
+
+    Raises `tasks.actors.ActorNotAllowed` (saying how to map the account) for an unmapped one.
+    A command that acts in a person's name then calls `.speaks_for(named, "--by")`.
+    """
+    from tasks.actors import resolve_operator
+
+    return resolve_operator(os_user())
+
 
 def actor() -> str:
-    """Return the audit actor of the person at this terminal."""
-    return f"cli:{getpass.getuser()}"
+    """Return the audit actor of a system command (no one's name): the account running it."""
+    return f"cli:{os_user()}"
 
 
 def fail(message: str, code: int = EXIT_FAILED) -> int:

@@ -7,10 +7,11 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 from cyclopts import App, Parameter
 
-from flows.cli.common import EXIT_OK, err, fail, hand_over_next, out
+from flows.cli.common import BY, EXIT_OK, err, fail, hand_over_next, operator, out
 from models.enums import ConsentMethod, ConsentPurpose
 
 if TYPE_CHECKING:
+    from tasks.actors import Operator
     from tasks.controls import ControlResult
 
 consent_app = App(name="consent", help="Consent of affected persons.")
@@ -42,13 +43,17 @@ def _settle(result: ControlResult) -> None:
         hand_over_next(result.case_ref)
 
 
-def _control(call: Callable[[], ControlResult], said: Callable[[ControlResult], str]) -> int:
-    """Run a case control, say where the case is now, then settle Prefect's side of it."""
+def _control(
+    call: Callable[[Operator], ControlResult], said: Callable[[ControlResult], str]
+) -> int:
+    """Run a case control as the person at this terminal, say where the case is now, then
+    settle Prefect's side of it."""
+    from tasks.actors import ActorNotAllowed
     from tasks.controls import ControlError
 
     try:
-        result = call()
-    except ControlError as exc:
+        result = call(operator())
+    except (ActorNotAllowed, ControlError) as exc:
         return fail(str(exc))
     out.print(said(result))
     _settle(result)
@@ -61,14 +66,21 @@ def consent_withdraw(
     pseudonym: str,
     *,
     purpose: ConsentPurpose = ConsentPurpose.CASE_HANDLING,
-    by: Annotated[str, Parameter(help="Your stakeholder key (who records the withdrawal).")],
+    by: Annotated[str | None, BY] = None,
 ) -> int:
     """Record a person's withdrawn consent: messages mentioning them stop; the case holds."""
     from tasks.context import utcnow
     from tasks.controls import withdraw_consent
 
-    def call() -> ControlResult:
-        result = withdraw_consent(reference, pseudonym, purpose=purpose, by=by, now=utcnow())
+    def call(who: Operator) -> ControlResult:
+        result = withdraw_consent(
+            reference,
+            pseudonym,
+            purpose=purpose,
+            by=who.speaks_for(by),
+            now=utcnow(),
+            operator=who,
+        )
         return result.model_copy(update={"moved": False})  # a held case starts no step
 
     return _control(
@@ -88,24 +100,23 @@ def consent_renew(
     method: ConsentMethod = ConsentMethod.VERBAL,
     language: str | None = None,
     interpreter: bool = False,
-    by: Annotated[
-        str, Parameter(help="Your stakeholder key (case lead or victim representative).")
-    ],
+    by: Annotated[str | None, BY] = None,
 ) -> int:
     """Record a person's renewed consent; a held case resumes its step (asked afresh)."""
     from tasks.context import utcnow
     from tasks.controls import renew_consent
 
     return _control(
-        lambda: renew_consent(
+        lambda who: renew_consent(
             reference,
             pseudonym,
             purpose=purpose,
-            by=by,
+            by=who.speaks_for(by),
             method=method,
             language=language,
             interpreter_used=interpreter,
             now=utcnow(),
+            operator=who,
         ),
         lambda r: (
             f"{reference} {pseudonym}: consent for {purpose.value} renewed; case {r.state.value}."
@@ -118,16 +129,16 @@ def case_close(
     reference: str,
     *,
     reason: str,
-    by: Annotated[
-        str, Parameter(help="Your stakeholder key (senior approver; or case lead of a held case).")
-    ],
+    by: Annotated[str | None, BY] = None,
 ) -> int:
     """Send a case to closure before its plan is done (unresolved, or after a withdrawal)."""
     from tasks.context import utcnow
     from tasks.controls import close_early
 
     return _control(
-        lambda: close_early(reference, by=by, reason=reason, now=utcnow()),
+        lambda who: close_early(
+            reference, by=who.speaks_for(by), reason=reason, now=utcnow(), operator=who
+        ),
         lambda r: f"{reference}: {r.state.value}; two approvers sign the closure in step 5.",
     )
 
@@ -138,14 +149,16 @@ def case_reopen(
     *,
     to: Literal["verification", "remedy"],
     reason: str,
-    by: Annotated[str, Parameter(help="Your stakeholder key (case lead or senior approver).")],
+    by: Annotated[str | None, BY] = None,
 ) -> int:
     """Reopen a closed case: to verification (new facts) or to plan design (remedy failed)."""
     from tasks.context import utcnow
     from tasks.controls import reopen_case
 
     return _control(
-        lambda: reopen_case(reference, to=to, by=by, reason=reason, now=utcnow()),
+        lambda who: reopen_case(
+            reference, to=to, by=who.speaks_for(by), reason=reason, now=utcnow(), operator=who
+        ),
         lambda r: f"{reference}: reopened, {r.state.value}.",
     )
 
@@ -155,16 +168,27 @@ def plan_revise(
     reference: str,
     *,
     reason: str,
-    by: Annotated[str, Parameter(help="Your stakeholder key (the case lead).")],
+    by: Annotated[str | None, BY] = None,
     agreed_by: Annotated[
-        str, Parameter(help="The victim representative who agreed to the revision.")
-    ],
+        str | None,
+        Parameter(
+            help="The victim representative who agreed to the revision. Default: you; naming "
+            "them (e.g. their agreement taken by phone) needs their key in your acts_for."
+        ),
+    ] = None,
 ) -> int:
     """Take a plan under way back to design; step 3 drafts its next version."""
     from tasks.context import utcnow
     from tasks.controls import revise_plan
 
     return _control(
-        lambda: revise_plan(reference, by=by, agreed_by=agreed_by, reason=reason, now=utcnow()),
+        lambda who: revise_plan(
+            reference,
+            by=who.speaks_for(by),
+            agreed_by=who.speaks_for(agreed_by, "--agreed-by"),
+            reason=reason,
+            now=utcnow(),
+            operator=who,
+        ),
         lambda r: f"{reference}: {r.state.value}; the plan's next version is drafted in step 3.",
     )

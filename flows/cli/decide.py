@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Annotated
 
 from cyclopts import Parameter
 
-from flows.cli.common import EXIT_BAD_INPUT, EXIT_OK, err, fail, out
+from flows.cli.common import EXIT_BAD_INPUT, EXIT_OK, err, fail, operator, os_user, out
 
 
 def _parse_value(raw: str) -> object:
@@ -50,6 +51,30 @@ def _prompt_fields(form: type, values: dict[str, object]) -> None:
             values[field.name] = Prompt.ask(label, default=field.default or "")
 
 
+def _mapped_stakeholder() -> str | None:
+    """The stakeholder the directory maps this account to, if any (the code proves the rest)."""
+    from tasks.actors import ActorNotAllowed
+
+    try:
+        return operator().key
+    except ActorNotAllowed:
+        return None
+
+
+def _reissue(request_id: uuid.UUID, person: str) -> int:
+    from tasks.actors import ActorNotAllowed
+    from tasks.context import utcnow
+    from tasks.decisions.tickets import AttemptFailedError, reissue
+
+    try:
+        lead = operator()
+        reissue(request_id, person, by=lead.key, now=utcnow(), os_user=lead.os_user)
+    except (ActorNotAllowed, AttemptFailedError) as exc:
+        return fail(str(exc))
+    out.print(f"A new code and link go to {person}; their earlier ones no longer work.")
+    return EXIT_OK
+
+
 def decide(
     reference: str,
     *,
@@ -60,8 +85,20 @@ def decide(
         list[str] | None, Parameter(name="--set", help="field=value (repeatable; JSON values).")
     ] = None,
     wait: Annotated[float, Parameter(help="Seconds to wait for the step's verdict.")] = 120.0,
+    reissue_for: Annotated[
+        str | None,
+        Parameter(
+            name="--reissue-for",
+            help="Case leads: send this approver a new code (and lift a lock after failed "
+            "attempts) instead of deciding.",
+        ),
+    ] = None,
 ) -> int:
-    """Show a case's waiting decision and submit it through the Prefect API, as the UI does."""
+    """Show a case's waiting decision and submit it through the Prefect API, as the UI does.
+
+    Your code is checked by Remedy, not sent to Prefect: the run is resumed with a single-use
+    reference, and the decision is recorded with your operating-system account.
+    """
     import sys
 
     from pydantic import ValidationError
@@ -69,7 +106,7 @@ def decide(
     from rich.prompt import Prompt
 
     from tasks.decisions.requests import describe_request, waiting_requests
-    from tasks.decisions.resume import SubmitFailedError, await_verdict, submit_decision
+    from tasks.decisions.resume import SubmitFailedError, await_verdict, submit_with_code
     from tasks.inputs import explain
     from tasks.orchestration.runs import flow_run_link
     from tasks.steps.table import spec_of
@@ -83,6 +120,8 @@ def decide(
         kinds = ", ".join(r.kind.value for r in waiting)
         return fail(f"{reference} waits for several decisions ({kinds}); choose one with --kind")
     request = waiting[0]
+    if reissue_for:
+        return _reissue(request.id, reissue_for)
     out.print(Markdown(describe_request(request.id)))
     link = flow_run_link(request.flow_run_id)
     if link:
@@ -97,7 +136,16 @@ def decide(
     form = spec_of(request.kind).form
     if interactive:
         _prompt_fields(form, values)
-    values["approver"] = as_ or (Prompt.ask("Your stakeholder key") if interactive else "")
+    mapped = _mapped_stakeholder()
+    if mapped is not None and as_ not in (None, mapped):
+        # a decision is personal: an account the directory maps to someone decides only as them
+        return fail(
+            f"--as {as_}: this operating-system account ({os_user()}) is {mapped} in the "
+            "directory, and decides only as them; nothing was submitted"
+        )
+    values["approver"] = (
+        as_ or mapped or (Prompt.ask("Your stakeholder key") if interactive else "")
+    )
     values["approval_code"] = code or (
         Prompt.ask("One-time approval code", password=True) if interactive else ""
     )
@@ -111,11 +159,12 @@ def decide(
             err.print(f"  - {line}", markup=False)
         return EXIT_BAD_INPUT
     try:
-        submit_decision(request.id, values)
+        # the code is checked here, against the case store; Prefect sees a single-use ticket
+        submit_with_code(request.id, values, channel="command-line", os_user=os_user())
     except SubmitFailedError as exc:
         return fail(str(exc))
     out.print("Submitted; the step checks it when it resumes.")
-    checked = await_verdict(request.id, wait_seconds=wait, poll=1.0)
+    checked = await_verdict(request.id, wait_seconds=wait, poll=1.0, tries=request.tries)
     if checked.status == "accepted":
         out.print(f"Accepted: the {request.kind.value} decision is recorded.")
         return EXIT_OK

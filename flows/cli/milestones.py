@@ -7,7 +7,7 @@ from typing import Annotated
 
 from cyclopts import App, Parameter
 
-from flows.cli.common import EXIT_BAD_INPUT, EXIT_OK, NO_PREFECT, err, fail, out
+from flows.cli.common import BY, EXIT_BAD_INPUT, EXIT_OK, NO_PREFECT, err, fail, operator, out
 from models.enums import MilestoneStatus
 
 milestone_app = App(name="milestone", help="Progress on a plan's milestones.")
@@ -19,26 +19,36 @@ def milestone_update(
     key: str,
     *,
     status: MilestoneStatus,
-    by: Annotated[str, Parameter(help="Your stakeholder key (owner or case lead).")],
+    by: Annotated[str | None, BY] = None,
     note: str = "",
     evidence: Annotated[
         list[str] | None, Parameter(help="Evidence reference (repeatable), e.g. doc:receipt-12.")
     ] = None,
 ) -> int:
     """Record progress on a milestone: done (owner), verified or waived (case lead)."""
+    from tasks.actors import ActorNotAllowed
     from tasks.context import utcnow
     from tasks.steps.implement import MilestoneUpdateError, update_milestone
 
     try:
+        who = operator()
+        name = who.speaks_for(by)
         result = update_milestone(
-            reference, key, status=status, by=by, note=note, evidence=evidence or [], now=utcnow()
+            reference,
+            key,
+            status=status,
+            by=name,
+            note=note,
+            evidence=evidence or [],
+            now=utcnow(),
+            operator=who,
         )
-    except MilestoneUpdateError as exc:
+    except (ActorNotAllowed, MilestoneUpdateError) as exc:
         return fail(str(exc))
     out.print(f"{reference} {key}: {result.status.value}; {result.open_milestones} open.")
     if result.plan_completed:
         out.print("Every milestone is verified or waived: the case moves to closure.")
-        _close_completed_plan(reference, by)
+        _close_completed_plan(reference, name)
     return EXIT_OK
 
 
@@ -62,15 +72,25 @@ def milestone_extend(
     *,
     to: date,
     reason: str,
-    by: Annotated[str, Parameter(help="Your stakeholder key (the milestone's owner).")],
+    by: Annotated[str | None, BY] = None,
 ) -> int:
     """Ask for a later due date for a milestone (its owner); the case lead decides."""
+    from tasks.actors import ActorNotAllowed
     from tasks.context import utcnow
     from tasks.steps.implement import MilestoneUpdateError, request_extension
 
     try:
-        request_extension(reference, key, to=to, reason=reason, by=by, now=utcnow())
-    except MilestoneUpdateError as exc:
+        who = operator()
+        request_extension(
+            reference,
+            key,
+            to=to,
+            reason=reason,
+            by=who.speaks_for(by),
+            now=utcnow(),
+            operator=who,
+        )
+    except (ActorNotAllowed, MilestoneUpdateError) as exc:
         return fail(str(exc))
     out.print(f"{reference} {key}: extension to {to} asked; the case lead decides.")
     return EXIT_OK
@@ -83,18 +103,28 @@ def milestone_extension(
     *,
     approve: bool = False,
     refuse: bool = False,
-    by: Annotated[str, Parameter(help="Your stakeholder key (the case lead).")],
+    by: Annotated[str | None, BY] = None,
     reason: str = "",
 ) -> int:
     """Approve or refuse a milestone's requested extension (the case lead)."""
+    from tasks.actors import ActorNotAllowed
     from tasks.context import utcnow
     from tasks.steps.implement import MilestoneUpdateError, decide_extension
 
     if approve == refuse:
         return fail("say --approve or --refuse", EXIT_BAD_INPUT)
     try:
-        due = decide_extension(reference, key, approve=approve, by=by, now=utcnow(), reason=reason)
-    except MilestoneUpdateError as exc:
+        who = operator()
+        due = decide_extension(
+            reference,
+            key,
+            approve=approve,
+            by=who.speaks_for(by),
+            now=utcnow(),
+            reason=reason,
+            operator=who,
+        )
+    except (ActorNotAllowed, MilestoneUpdateError) as exc:
         return fail(str(exc))
     out.print(f"{reference} {key}: due {due}" + (" (extended)" if approve else " (unchanged)"))
     return EXIT_OK

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from cyclopts import App, Parameter
 from rich.table import Table
 
-from flows.cli.common import EXIT_FAILED, EXIT_OK, fail, out
+from flows.cli.common import EXIT_FAILED, EXIT_OK, actor, fail, out
 
 db_app = App(name="db", help="The case store's schema.")
 key_app = App(name="key", help="The encryption key for identifying data.")
@@ -51,6 +51,41 @@ def db_upgrade() -> int:
         alembic_config(settings.resolved_database_url(), settings.database_schema), "head"
     )
     out.print("Case store is at the newest schema.")
+    return EXIT_OK
+
+
+@db_app.command(name="simulation")
+def db_simulation(
+    state: Annotated[
+        Literal["on", "off"] | None, Parameter(help="on: a simulation; off: real cases.")
+    ] = None,
+    /,
+    *,
+    force: Annotated[
+        bool, Parameter(help="Mark a store that already holds cases (none of them real).")
+    ] = False,
+) -> int:
+    """Say whether the store is a simulation; `on` marks it so (`monitor --now` then works).
+
+    A simulation's sweeps may run for a chosen moment, dating its audit in that moment and using
+    up its reminders: never mark a store of real cases. One that holds cases needs --force.
+    """
+    from tasks.context import utcnow
+    from tasks.store.settings import SimulationNotAllowed, mark_simulation, store_is_simulation
+
+    if state is not None:
+        try:
+            changed = mark_simulation(state == "on", actor=actor(), now=utcnow(), force=force)
+        except SimulationNotAllowed as exc:
+            return fail(str(exc))
+        if not changed:
+            out.print("No change.")
+    if store_is_simulation():
+        out.print(
+            "This case store is a simulation: `remedy monitor --now` may sweep it at any moment."
+        )
+    else:
+        out.print("This case store is not a simulation: it is swept on the real clock only.")
     return EXIT_OK
 
 
@@ -156,10 +191,25 @@ def up(*, port: int = 4200, approval_port: int | None = None) -> int:
     return run_until_interrupted(stack, out.print)
 
 
-def monitor(*, now: datetime | None = None) -> int:
-    """Run one monitoring sweep now (or as of --now), against the configured Prefect server."""
-    from flows.monitor_milestones import monitor_milestones
+def monitor(
+    *,
+    now: Annotated[
+        datetime | None, Parameter(help="Sweep as of this moment (a simulation store only).")
+    ] = None,
+) -> int:
+    """Run one monitoring sweep now; --now sweeps a simulation store as of a chosen moment."""
+    if now is None:
+        from flows.monitor_milestones import monitor_milestones
 
-    summary = monitor_milestones(now=now.astimezone(UTC) if now else None)
+        summary = monitor_milestones()
+    else:
+        from flows.monitor_milestones import simulated_sweep
+        from tasks.store.settings import SimulationNotAllowed, require_simulation
+
+        try:
+            require_simulation()  # before a run exists: the flow checks again
+        except SimulationNotAllowed as exc:
+            return fail(str(exc))
+        summary = simulated_sweep(now=now.astimezone(UTC))
     out.print(", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in summary.items()))
     return EXIT_OK

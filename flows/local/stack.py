@@ -2,21 +2,31 @@
 
 Used by `remedy up` (kept running), `make demo` (stopped at the end) and the end-to-end tests (one
 per test session). Each part is a child process with its own log file under `home/logs`.
+
+The server is locked: it answers only requests carrying the stack's credential (made once under
+`home`, see flows/local/credential.py), grants CORS to the UI's own origin only, and wants
+Prefect's CSRF token on every state-changing request. Every child gets the credential in its
+environment, never on a command line.
 """
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import httpx
+
+from flows.local.credential import CLIENT_VARIABLE, ensure_credential
 
 QUIET_PREFECT = {
     # there is no outside network here, and telemetry on a SQLite server caused lock errors
@@ -53,10 +63,52 @@ def api_healthy(api_url: str, timeout: float = 2.0) -> bool:
         return False
 
 
+class _ApiAuth(httpx.Auth):
+    """Basic auth with the credential, and Prefect's CSRF token fetched before the first write."""
+
+    requires_response_body = True
+
+    def __init__(self, credential: str | None, api_url: str) -> None:
+        basic = base64.b64encode(credential.encode()).decode() if credential else ""
+        self._basic = f"Basic {basic}" if basic else ""
+        self._api_url = api_url
+        self._csrf: dict[str, str] | None = None
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        if self._basic:
+            request.headers["Authorization"] = self._basic
+        if request.method in ("POST", "PUT", "PATCH", "DELETE"):
+            if self._csrf is None:
+                client = str(uuid.uuid4())
+                answer = yield httpx.Request(
+                    "GET",
+                    f"{self._api_url}/csrf-token",
+                    params={"client": client},
+                    headers={"Authorization": self._basic} if self._basic else {},
+                )
+                if answer.status_code == 200:
+                    token = answer.json()["token"]
+                    self._csrf = {"Prefect-Csrf-Token": token, "Prefect-Csrf-Client": client}
+                elif answer.status_code == 422:  # this server has CSRF protection off
+                    self._csrf = {}
+            request.headers.update(self._csrf or {})
+        yield request
+
+
 def _page_healthy(base: str) -> bool:
     try:
         return httpx.get(f"{base}/healthz", timeout=2).status_code == 200
     except httpx.HTTPError:
+        return False
+
+
+def _deployments_registered(api: httpx.Client) -> bool:
+    from tasks.orchestration.deployments import DEPLOYMENTS
+
+    try:
+        resp = api.post("/deployments/count", json={})
+        return resp.status_code == 200 and int(resp.json()) >= len(DEPLOYMENTS)
+    except (httpx.HTTPError, ValueError):
         return False
 
 
@@ -70,6 +122,8 @@ class LocalStack:
     poll_seconds: int = 2
     approval_port: int = 8686
     extra_env: dict[str, str] = field(default_factory=dict)
+    # the API credential; default: the one under `home`, made on first start
+    auth_string: str | None = field(default=None, repr=False)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _logs: list[IO[bytes]] = field(default_factory=list)
 
@@ -91,10 +145,44 @@ class LocalStack:
                 "PREFECT_UI_URL": self.ui_url,
                 "PREFECT_RUNNER_POLL_FREQUENCY": str(self.poll_seconds),
                 "PREFECT_LOGGING_LEVEL": env.get("PREFECT_LOGGING_LEVEL", "INFO"),
+                "PREFECT_CLIENT_CSRF_SUPPORT_ENABLED": "true",  # the server wants the token
             }
         )
         env.update(self.extra_env)
+        if self.auth_string:
+            env[CLIENT_VARIABLE] = self.auth_string
         return env
+
+    def prefect_settings(self) -> dict[Any, Any]:
+        """Return the Prefect settings that point this process's clients at the stack."""
+        from prefect.settings import (
+            PREFECT_API_AUTH_STRING,
+            PREFECT_API_URL,
+            PREFECT_CLIENT_CSRF_SUPPORT_ENABLED,
+            PREFECT_UI_URL,
+        )
+
+        settings: dict[Any, Any] = {
+            PREFECT_API_URL: self.api_url,
+            PREFECT_UI_URL: self.ui_url,
+            PREFECT_CLIENT_CSRF_SUPPORT_ENABLED: True,
+        }
+        if self.auth_string:
+            settings[PREFECT_API_AUTH_STRING] = self.auth_string
+        return settings
+
+    def http(self, timeout: float = 30.0) -> httpx.Client:
+        """Return an HTTP client for the stack's API carrying the credential and a CSRF token.
+
+        For the few raw API calls Prefect's client has no method for (tests, checks); close it
+        after use (it is a context manager).
+        """
+        auth = _ApiAuth(self.auth_string or os.environ.get(CLIENT_VARIABLE), self.api_url)
+        return httpx.Client(base_url=self.api_url, auth=auth, timeout=timeout)
+
+    def ui_origins(self) -> str:
+        """Return the origins the UI is served from, the only ones granted CORS."""
+        return f"http://127.0.0.1:{self.port},http://localhost:{self.port}"
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> None:
         logs = self.home / "logs"
@@ -109,7 +197,16 @@ class LocalStack:
         """Start a Prefect server on 127.0.0.1 and wait until its API answers."""
         if port_open(self.port):
             raise StackError(f"127.0.0.1:{self.port} is taken; choose another port")
+        if self.auth_string is None:
+            self.auth_string = ensure_credential(self.home)
         env = self.client_env()
+        env.update(
+            {
+                "PREFECT_SERVER_API_AUTH_STRING": self.auth_string,
+                "PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS": self.ui_origins(),
+                "PREFECT_SERVER_API_CSRF_PROTECTION_ENABLED": "true",
+            }
+        )
         prefect_home = self.home / "prefect"
         prefect_home.mkdir(parents=True, exist_ok=True)
         env["PREFECT_HOME"] = str(prefect_home)
@@ -130,30 +227,26 @@ class LocalStack:
     def start_runner(self, timeout: float = 120.0) -> None:
         """Start the runner serving every deployment, and wait until they are registered."""
         self._spawn("runner", [sys.executable, "-m", "flows.serve"], self.client_env())
-        self._wait("runner", self._deployments_registered, timeout)
+        with self.http(timeout=2) as api:
+            self._wait("runner", lambda: _deployments_registered(api), timeout)
 
     def start_approval_page(self, timeout: float = 60.0, *, port: int | None = None) -> str:
-        """Start the approval page on 127.0.0.1 and wait until it answers; return its address."""
+        """Start the approval page on 127.0.0.1 and wait until it answers; return its address.
+
+        The address is http://localhost:PORT, not the IP it listens on: a passkey is bound to a
+        host name. Whether it answers is asked of 127.0.0.1 itself, wherever localhost resolves.
+        """
         port = port or self.approval_port
         if port_open(port):
             raise StackError(f"127.0.0.1:{port} is taken; choose another port")
-        base = f"http://127.0.0.1:{port}"
+        base = f"http://localhost:{port}"
         env = self.client_env()
         env["REMEDY_APPROVAL_PORT"] = str(port)
         # links and the page's origin check name this address unless the operator set another
         env.setdefault("REMEDY_APPROVAL_BASE_URL", base)
         self._spawn("approval-page", [sys.executable, "-m", "flows.web.app"], env)
-        self._wait("approval-page", lambda: _page_healthy(base), timeout)
+        self._wait("approval-page", lambda: _page_healthy(f"http://127.0.0.1:{port}"), timeout)
         return base
-
-    def _deployments_registered(self) -> bool:
-        from tasks.orchestration.deployments import DEPLOYMENTS
-
-        try:
-            resp = httpx.post(f"{self.api_url}/deployments/count", json={}, timeout=2)
-            return resp.status_code == 200 and int(resp.json()) >= len(DEPLOYMENTS)
-        except (httpx.HTTPError, ValueError):
-            return False
 
     def _wait(self, name: str, ready: object, timeout: float) -> None:
         assert callable(ready)

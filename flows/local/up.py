@@ -1,7 +1,8 @@
 """`remedy up`: the embedded default, kept running until Ctrl-C.
 
 Starts a Prefect server on 127.0.0.1 (unless PREFECT_API_URL names a live one) with its data under
-REMEDY_HOME, and one runner serving every deployment; migrates the case store first.
+REMEDY_HOME, and one runner serving every deployment; migrates the case store first. The server
+is locked with the credential kept in REMEDY_HOME/prefect-api.auth (made on the first start).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from flows.local.credential import credential_path, ensure_credential
 from flows.local.stack import LocalStack, StackError, api_healthy, port_open
 
 
@@ -54,9 +56,13 @@ def start_stack(
             say(f"PREFECT_API_URL={external} does not answer; starting a local server instead")
         if port_open(port):
             raise StackError(f"127.0.0.1:{port} is in use; choose another with --port")
-        stack = LocalStack(home=home, port=port, extra_env=env)
+        stack = LocalStack(home=home, port=port, extra_env=env, auth_string=ensure_credential(home))
         say(f"Starting a Prefect server on 127.0.0.1:{port} (data in {home / 'prefect'}) ...")
         stack.start_server()
+        say(
+            f"Prefect UI: {stack.ui_url} (it asks for the API credential: the line in "
+            f"{credential_path(home)})"
+        )
         for name, value in stack.client_env().items():
             if name.startswith("PREFECT_"):
                 os.environ[name] = value

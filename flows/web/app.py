@@ -2,15 +2,19 @@
 
 `python -m flows.web.app` (started by `remedy up`) serves it on REMEDY_APPROVAL_HOST /
 REMEDY_APPROVAL_PORT (127.0.0.1:8686). The routes are `GET /healthz`, `GET /a/{token}` (shows;
-never changes anything, so link scanners decide nothing) and `POST /a/{token}` (acts, with a CSRF
-token and the recipient typing their stakeholder key). This module only parses requests and
-renders pages; the work is in tasks/web/ (links, refusals, guard, forms, actions).
+never changes anything, so link scanners decide nothing), `POST /a/{token}` (acts, with a CSRF
+token, the recipient typing their stakeholder key and, where the policy asks, confirming with
+their passkey), `POST /a/{token}/options` (a passkey challenge, as JSON, for the page's script)
+and `GET /static/...` (that script). An enrolment link (`remedy passkey invite`) is served on the
+same addresses. This module only parses requests and renders pages; the work is in tasks/web/
+(links, refusals, guard, forms, actions, gate and passkeys, enrolment).
 """
 
 from __future__ import annotations
 
 import logging
 import traceback
+from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -25,10 +29,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from flows.web.throttle import Throttle
 from models.enums import LinkPurpose
 from models.settings import get_settings
 from tasks.context import utcnow
@@ -39,6 +45,15 @@ from tasks.web.actions import (
     decision_verdict,
     progress_from_link,
 )
+from tasks.web.enrol_page import (
+    CODE_FIELD,
+    EnrolView,
+    check_enrol_post,
+    complete_enrolment,
+    enrolment_options,
+    is_enrolment_link,
+    resolve_enrolment,
+)
 from tasks.web.forms import (
     CSRF_FIELD,
     KEY_FIELD,
@@ -47,6 +62,13 @@ from tasks.web.forms import (
     decision_fields,
     progress_fields,
     submitted_values,
+)
+from tasks.web.gate import (
+    PASSKEY_FIELD,
+    Gate,
+    decision_gate,
+    decision_options,
+    prove_decider,
 )
 from tasks.web.guard import check_post, csrf_token
 from tasks.web.refusals import LinkRefusedError
@@ -59,14 +81,16 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
     "Referrer-Policy": "no-referrer",  # the token is in the address
     "X-Frame-Options": "DENY",
-    # no framing (clickjacking), no <base> to redirect relative addresses, forms post only here
+    # no framing (clickjacking), no <base> to redirect relative addresses, forms post only here;
+    # the one script (passkeys) is a file of this page's own, never inline, and talks only here
     "Content-Security-Policy": (
-        "default-src 'none'; style-src 'self' 'unsafe-inline'; form-action 'self'; "
-        "frame-ancestors 'none'; base-uri 'none'"
+        "default-src 'none'; style-src 'self' 'unsafe-inline'; script-src 'self'; "
+        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
     ),
     "X-Content-Type-Options": "nosniff",
 }
 TEMPLATES = Path(__file__).parent / "templates"
+STATIC = Path(__file__).parent / "static"
 
 
 class SecurityHeaders:
@@ -143,15 +167,19 @@ def _form_page(
     typed_key: str = "",
 ) -> HTMLResponse:
     fields: list[FieldSpec]
+    gate: Gate = "link"
     if view.purpose == LinkPurpose.DECIDE:
         assert view.kind is not None
         fields = decision_fields(view.kind)
+        gate = decision_gate(view)
         description = Markup(_markdown().render(decision_markdown(view)))  # noqa: S704
         template = "decide"
     else:
         fields = progress_fields()
         description = Markup("")
         template = "progress"
+    if gate == "no-passkey":
+        status = max(status, 403)  # nothing to submit here: the decision waits for a passkey
     return page(
         template,
         status,
@@ -165,6 +193,21 @@ def _form_page(
         csrf_field=CSRF_FIELD,
         key_field=KEY_FIELD,
         typed_key=typed_key,
+        gate=gate,
+        passkey_field=PASSKEY_FIELD,
+    )
+
+
+def _enrol_page(view: EnrolView) -> HTMLResponse:
+    return page(
+        "enrol",
+        title="Add a passkey",
+        view=view,
+        problems=[],
+        csrf=csrf_token(view.link_id),
+        csrf_field=CSRF_FIELD,
+        code_field=CODE_FIELD,
+        passkey_field=PASSKEY_FIELD,
     )
 
 
@@ -190,6 +233,8 @@ async def healthz(_request: Request) -> Response:
 async def show(request: Request) -> Response:
     """Show what a link allows. Reads only (a refused link is audited, nothing else)."""
     token = request.path_params["token"]
+    if await run_in_threadpool(is_enrolment_link, token):
+        return await show_enrolment(token)
     try:
         view = await run_in_threadpool(resolve_link, token, now=utcnow())
     except LinkRefusedError as exc:
@@ -201,6 +246,8 @@ async def act(request: Request, check_seconds: float) -> Response:
     """Take the decision or record the progress a link allows, once."""
     token = request.path_params["token"]
     now = utcnow()
+    if await run_in_threadpool(is_enrolment_link, token):
+        return await act_enrolment(request, token, now)
     try:
         view = await run_in_threadpool(resolve_link, token, now=now)
         form = await _read_form(request)
@@ -212,15 +259,17 @@ async def act(request: Request, check_seconds: float) -> Response:
             fetch_site=request.headers.get("sec-fetch-site"),
             now=now,
         )
+        # the passkey (where the policy asks for it) before anything is used up
+        channel = await run_in_threadpool(prove_decider, view, form, now=now)
     except LinkRefusedError as exc:
         return refused_page(exc)
     fields = decision_fields(view.kind) if view.kind is not None else progress_fields()
     try:
         if view.purpose == LinkPurpose.DECIDE:
             assert view.request_id is not None
-            await run_in_threadpool(decide_from_link, view, form, now=now)
+            await run_in_threadpool(lambda: decide_from_link(view, form, now=now, channel=channel))
             verdict, reason = await run_in_threadpool(
-                decision_verdict, view.request_id, wait_seconds=check_seconds
+                decision_verdict, view.request_id, wait_seconds=check_seconds, tries=view.tries
             )
             return page("submitted", title="Submitted", view=view, verdict=verdict, reason=reason)
         result = await run_in_threadpool(progress_from_link, view, form, now=now)
@@ -245,6 +294,59 @@ async def act(request: Request, check_seconds: float) -> Response:
             view, status=422, problems=problems, values=values, typed_key=view.stakeholder_key
         )
     )
+
+
+async def options(request: Request) -> Response:
+    """Hand the page's script a passkey challenge for a link (JSON; errors as {"error": ...})."""
+    token = request.path_params["token"]
+    now = utcnow()
+    origin = request.headers.get("origin")
+    fetch_site = request.headers.get("sec-fetch-site")
+    try:
+        form = await _read_form(request)
+        if await run_in_threadpool(is_enrolment_link, token):
+            enrol = await run_in_threadpool(resolve_enrolment, token, now=now)
+            await run_in_threadpool(
+                check_enrol_post, enrol, form, origin=origin, fetch_site=fetch_site, now=now
+            )
+            body = await run_in_threadpool(enrolment_options, enrol, form, now=now)
+        else:
+            view = await run_in_threadpool(resolve_link, token, now=now)
+            body = await run_in_threadpool(
+                lambda: decision_options(view, form, origin=origin, fetch_site=fetch_site, now=now)
+            )
+    except LinkRefusedError as exc:
+        text = f"{exc.title}. {exc.message}"
+        return JSONResponse({"error": text, "reason": exc.reason}, status_code=exc.status)
+    return Response(body, media_type="application/json")
+
+
+async def show_enrolment(token: str) -> Response:
+    """Show an enrolment link (reads only)."""
+    try:
+        view = await run_in_threadpool(resolve_enrolment, token, now=utcnow())
+    except LinkRefusedError as exc:
+        return refused_page(exc)
+    return await run_in_threadpool(_enrol_page, view)
+
+
+async def act_enrolment(request: Request, token: str, now: datetime) -> Response:
+    """Store the passkey the page's script created for an enrolment link, once."""
+    try:
+        view = await run_in_threadpool(resolve_enrolment, token, now=now)
+        form = await _read_form(request)
+        await run_in_threadpool(
+            check_enrol_post,
+            view,
+            form,
+            origin=request.headers.get("origin"),
+            fetch_site=request.headers.get("sec-fetch-site"),
+            now=now,
+        )
+        await run_in_threadpool(complete_enrolment, view, form, now=now)
+    except LinkRefusedError as exc:
+        return refused_page(exc)
+    return page("enrolled", title="Passkey added", view=view, tone="ok")
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -293,12 +395,15 @@ def create_app(*, check_seconds: float = 10.0) -> Starlette:
         routes=[
             Route("/healthz", healthz, methods=["GET"]),
             Route("/a/{token}", token_route, methods=["GET", "POST"]),
+            Route("/a/{token}/options", options, methods=["POST"]),
+            Mount("/static", StaticFiles(directory=STATIC), name="static"),
         ],
         exception_handlers={
             HTTPException: _http_error,
             Exception: _server_error,
         },
     )
+    app.add_middleware(Throttle)  # inside SecurityHeaders: a 429 carries the headers too
     app.add_middleware(SecurityHeaders)
     return app
 

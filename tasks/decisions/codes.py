@@ -10,7 +10,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from models.enums import LinkPurpose, NotificationEvent
 from models.policy import Policy
@@ -19,6 +19,7 @@ from notifications.outbox import notify
 from tasks.context import current_policy, current_routing
 from tasks.store.links import create_link
 from tasks.store.vault import Vault, get_vault
+from tasks.web.no_passkey import tell_case_lead_without_passkey
 
 CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O or 1/I to misread
 
@@ -120,6 +121,8 @@ def issue_codes(
             private=private,
             context=request_context(case, request),
         )
+    # an approver the page will ask for a passkey they do not have: the case lead hears of it now
+    tell_case_lead_without_passkey(session, case, request, approvers, now, policy=policy)
     return links
 
 
@@ -136,12 +139,15 @@ def _fresh_code(
 ) -> tuple[ApprovalLink, dict[str, Any]]:
     """Give one approver a new code and link; return the link and the message's private part."""
     code = new_code()
+    hashed = code_hash(vault, person.id, code)
     row = session.exec(
         select(ApprovalCode).where(
             ApprovalCode.request_id == request.id, ApprovalCode.stakeholder_id == person.id
         )
-    ).first() or ApprovalCode(request_id=request.id, stakeholder_id=person.id)
-    row.code_hash = code_hash(vault, person.id, code)
+    ).first() or ApprovalCode(
+        request_id=request.id, stakeholder_id=person.id, code_hash=hashed, expires_at=until
+    )
+    row.code_hash = hashed
     row.expires_at = until
     row.used_at = None
     session.add(row)
@@ -162,6 +168,56 @@ def _fresh_code(
         "code_expires_at": until.isoformat(),
     }
     return link, private
+
+
+def live_link(
+    session: Session,
+    *,
+    case: RemediationCase,
+    request: DecisionRequest,
+    person: Stakeholder,
+    now: datetime,
+) -> ApprovalLink | None:
+    """Return a working decision link for an approver, making a new one if theirs ran out.
+
+    Links live `approvals.link_ttl_hours`, less than a decision may wait; a reminder carries a
+    fresh link to the same code while the code itself is unused and valid. None once the code is
+    used or expired (the person asks the case lead for a new one).
+    """
+    links = session.exec(
+        select(ApprovalLink)
+        .where(
+            ApprovalLink.request_id == request.id,
+            ApprovalLink.stakeholder_id == person.id,
+            ApprovalLink.purpose == LinkPurpose.DECIDE,
+            col(ApprovalLink.used_at).is_(None),
+        )
+        .order_by(col(ApprovalLink.created_at).desc())
+    ).all()
+    live = [link for link in links if link.expires_at > now]
+    if live:
+        return live[0]
+    code = session.exec(
+        select(ApprovalCode).where(
+            ApprovalCode.request_id == request.id, ApprovalCode.stakeholder_id == person.id
+        )
+    ).first()
+    carried = next((link.code_ciphertext for link in links if link.code_ciphertext), None)
+    if code is None or code.used_at is not None or code.expires_at <= now or carried is None:
+        return None
+    hours = current_policy().approvals.link_ttl_hours
+    link = create_link(
+        session,
+        purpose=LinkPurpose.DECIDE,
+        case_id=case.id,
+        stakeholder_id=person.id,
+        request_id=request.id,
+        now=now,
+        expires_at=min(code.expires_at, now + timedelta(hours=hours)),
+    )
+    link.code_ciphertext = carried
+    session.add(link)
+    return link
 
 
 def reissue_code(

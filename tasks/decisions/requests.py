@@ -131,15 +131,22 @@ def decision_of(session: Session, request_id: uuid.UUID) -> Decision | None:
     ).first()
 
 
-def describe(session: Session, case: RemediationCase, request: DecisionRequest) -> str:
+def describe(
+    session: Session, case: RemediationCase, request: DecisionRequest, *, for_page: bool = False
+) -> str:
+    """Return the markdown a waiting request shows: in the Prefect UI (who decides, and that the
+    form wants their key and code) or on the approval page (`for_page`: neither; the page knows
+    whose link it is and never hints at what it asks)."""
     title = spec_of(request.kind).title
     roles = " or ".join(r.value.replace("_", " ") for r in spec_of(request.kind).roles)
-    keys = ", ".join(map(md_text, _approver_keys(session, request)))
     due = f"{request.due_at:%Y-%m-%d %H:%M} UTC" if request.due_at else "no deadline"
     body = spec_of(request.kind).describe(session, case, request)
+    head = f"## {title}: case {md_text(case.reference)}\n\n"
+    if for_page:
+        return f"{head}Step {case.step} of 6. Decided by the case's {roles}. Due {due}.\n\n{body}"
+    keys = ", ".join(map(md_text, _approver_keys(session, request)))
     return (
-        f"## {title}: case {md_text(case.reference)}\n\n"
-        f"Step {case.step} of 6. Decided by the case's {roles}: {keys}. Due {due}.\n\n"
+        f"{head}Step {case.step} of 6. Decided by the case's {roles}: {keys}. Due {due}.\n\n"
         f"{body}\n\n"
         "Enter **your stakeholder key** and the **one-time approval code** from your "
         "notification. Refer to people by pseudonym only (P-01); never enter names or contacts."
@@ -340,12 +347,12 @@ def waiting_requests(case_ref: str) -> list[DecisionRequest]:
         )
 
 
-def describe_request(request_id: uuid.UUID) -> str:
-    """Return the markdown a waiting request shows its approver."""
+def describe_request(request_id: uuid.UUID, *, for_page: bool = False) -> str:
+    """Return the markdown a waiting request shows its approver (see `describe`)."""
     with read_only() as session:
         request = session.get(DecisionRequest, request_id)
         if request is None:
             raise LookupError(f"no decision request {request_id}")
         case = session.get(RemediationCase, request.case_id)
         assert case is not None
-        return describe(session, case, request)
+        return describe(session, case, request, for_page=for_page)

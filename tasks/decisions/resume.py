@@ -27,7 +27,7 @@ from models.enums import DecisionRequestStatus, LinkPurpose
 from models.tables import ApprovalLink, DecisionRequest, Stakeholder
 from tasks.context import utcnow
 from tasks.decisions.submissions import refusal_reason
-from tasks.decisions.tickets import AttemptFailedError, redeem_code
+from tasks.decisions.tickets import AttemptFailedError, redeem_code, withdraw_ticket
 from tasks.store.db import read_only
 from tasks.store.vault import get_vault
 
@@ -150,7 +150,11 @@ def submit_with_code(
     except AttemptFailedError as exc:
         raise SubmitFailedError(f"nothing was submitted: {exc.reason}") from None
     submission = {**values, "approval_code": reference}
-    return submit_decision(request_id, submission, wait_seconds=wait_seconds)
+    try:
+        return submit_decision(request_id, submission, wait_seconds=wait_seconds)
+    except BaseException:
+        withdraw_ticket(reference)  # never used: nothing of the attempt stays behind
+        raise
 
 
 def issued_code(request_id: uuid.UUID, stakeholder_key: str) -> str | None:
@@ -188,15 +192,27 @@ class Checked:
     reason: str | None = None
 
 
-def await_verdict(request_id: uuid.UUID, *, wait_seconds: float, poll: float = 0.5) -> Checked:
+NOT_PROVEN = (
+    "the submission proved nothing (its reference was used, expired or not yours); nothing was "
+    "recorded and the decision still waits"
+)
+
+
+def await_verdict(
+    request_id: uuid.UUID, *, wait_seconds: float, poll: float = 0.5, tries: int | None = None
+) -> Checked:
     """Wait up to wait_seconds for the resumed step to check a submission; say what it made of it.
 
     One answer for every place that submits a decision: the approval page, `remedy decide` and the
-    scripted stakeholders of the demo and the tests.
+    scripted stakeholders of the demo and the tests. Given the request's failed attempts before
+    the submission (`tries`), one more is a refusal too: the same round waits again.
     """
     deadline = time.monotonic() + wait_seconds
     while True:
-        status = load_request(request_id).status
+        request = load_request(request_id)
+        status = request.status
+        if tries is not None and request.tries > tries:
+            return Checked("refused", NOT_PROVEN)
         if status == DecisionRequestStatus.DECIDED:
             return Checked("accepted")
         if status == DecisionRequestStatus.SUPERSEDED:

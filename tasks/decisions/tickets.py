@@ -288,6 +288,16 @@ def issue_ticket(
         return _new_ticket(session, request, approver, channel=channel, now=now, os_user=os_user)
 
 
+def withdraw_ticket(reference: str) -> None:
+    """Delete a ticket that was never presented (its submission did not reach the run)."""
+    with unit_of_work() as session:
+        ticket = session.exec(
+            select(SubmissionTicket).where(SubmissionTicket.token_hash == _ticket_hash(reference))
+        ).first()
+        if ticket is not None and ticket.consumed_at is None:
+            session.delete(ticket)
+
+
 def redeem_code(
     request_id: uuid.UUID,
     approver_key: str,

@@ -4,6 +4,9 @@ A threshold is a milestone due soon, due today, overdue, or escalated for the n-
 decision past its due time (reminder) or past the grace period (escalation n). Each has a key
 naming the milestone or decision and its deadline; `reminder_sent` records the keys acted on, so
 a sweep never repeats a reminder and an extended deadline gets reminders of its own.
+
+`now` is the sweep's moment: the wall clock in production (the deployment takes no other,
+flows/monitor_milestones.py); a chosen one only on a store marked as a simulation.
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ from models.enums import (
     CaseState,
     CaseStatus,
     DecisionRequestStatus,
-    LinkPurpose,
     MilestoneStatus,
     NotificationEvent,
     PlanStatus,
@@ -29,7 +31,6 @@ from models.enums import (
 from models.policy import Policy
 from models.tables import (
     ActionPlan,
-    ApprovalLink,
     DecisionRequest,
     PlanAction,
     RemediationCase,
@@ -38,8 +39,8 @@ from models.tables import (
 )
 from notifications.outbox import notify
 from tasks.case_state import CLOSED_MILESTONES
-from tasks.context import current_policy, current_routing
-from tasks.decisions.codes import request_context
+from tasks.context import current_policy, current_routing, utcnow
+from tasks.decisions.codes import live_link, request_context
 from tasks.steps.implement import milestone_notice
 from tasks.store.audit import append_audit
 from tasks.store.cases import get_case
@@ -197,7 +198,8 @@ def check_case(case_ref: str, items: list[DueItem], *, now: datetime) -> CaseChe
             ):
                 skipped.append(item.key)
                 continue
-            session.add(ReminderSent(key=item.key, case_id=case.id, sent_at=now))
+            # when it really went out: a simulated sweep's moment is in the audit, not here
+            session.add(ReminderSent(key=item.key, case_id=case.id, sent_at=utcnow()))
             sent.append(item.key)
         append_audit(
             session,
@@ -249,26 +251,20 @@ def _act(session: Session, case: RemediationCase, item: DueItem, now: datetime) 
         return False
     context = {**request_context(case, request), "level": item.level}
     if item.threshold == "decision-reminder":
-        links = session.exec(
-            select(ApprovalLink).where(
-                ApprovalLink.request_id == request.id,
-                ApprovalLink.purpose == LinkPurpose.DECIDE,
-                col(ApprovalLink.used_at).is_(None),
-            )
-        ).all()
-        private: dict[uuid.UUID, dict[str, Any]] = {
-            link.stakeholder_id: {
-                "link_id": str(link.id),
-                **({"code_ciphertext": link.code_ciphertext} if link.code_ciphertext else {}),
-            }
-            for link in links
-            if link.expires_at > now
-        }
         approvers = session.exec(
             select(Stakeholder).where(
                 col(Stakeholder.id).in_([uuid.UUID(i) for i in request.approver_ids])
             )
         ).all()
+        private: dict[uuid.UUID, dict[str, Any]] = {}
+        for person in approvers:
+            # a link lives less long than a decision may wait: a reminder brings a working one
+            link = live_link(session, case=case, request=request, person=person, now=now)
+            if link is not None:
+                private[person.id] = {
+                    "link_id": str(link.id),
+                    **({"code_ciphertext": link.code_ciphertext} if link.code_ciphertext else {}),
+                }
         notify(
             session,
             routing=current_routing(),

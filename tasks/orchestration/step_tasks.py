@@ -7,7 +7,6 @@ these wrappers supply them, and retry what touches the case store or the Prefect
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Any
 
 from prefect.runtime import flow_run
@@ -92,9 +91,9 @@ submitted_input_task = remedy_task(submitted_input, name="recover-submission")
 forget_submission_task = remedy_task(forget_submitted_input, name="forget-submission")
 
 
-def _deliver_case(case_ref: str, now: datetime | None = None) -> int:
-    # a sweep run for a chosen moment delivers what it wrote as of that moment
-    return deliver_due(now=max(now, utcnow()) if now else utcnow(), case_ref=case_ref).delivered
+def _deliver_case(case_ref: str) -> int:
+    # the wall clock, even in a simulated sweep: leases and retries are real time (tasks/drain.py)
+    return deliver_due(now=utcnow(), case_ref=case_ref).delivered
 
 
 def _deliver_all(limit: int = 2000) -> DeliveryReport:

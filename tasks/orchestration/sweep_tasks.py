@@ -1,4 +1,9 @@
-"""The Prefect tasks of the monitoring sweep (each wraps a plain unit of work)."""
+"""The Prefect tasks of the monitoring sweep (each wraps a plain unit of work).
+
+A sweep's moment is the wall clock; a chosen moment is taken only on a store that says it is a
+simulation (tasks/store/settings.py), so no caller can date a real case's audit or use up its
+reminders ahead of time.
+"""
 
 from __future__ import annotations
 
@@ -18,10 +23,17 @@ from tasks.monitoring.sweep import (
 from tasks.orchestration.retrying import remedy_task
 from tasks.orchestration.runs import close_completed_plan
 from tasks.reports.portfolio import publish_plan_progress, publish_portfolio
+from tasks.store.settings import require_simulation
 
 
-def _sweep_time(now: datetime | None) -> datetime:
-    return now or utcnow()
+def _sweep_time() -> datetime:
+    return utcnow()
+
+
+def _simulated_time(now: datetime) -> datetime:
+    """Return the chosen moment, or refuse it (SimulationNotAllowed) on a store of real cases."""
+    require_simulation()
+    return now
 
 
 def _find_due(now: datetime) -> SweepPlan:
@@ -47,6 +59,7 @@ def _publish_portfolio(now: datetime) -> None:
 
 
 sweep_time_task = remedy_task(_sweep_time, name="sweep-time", retries=0)
+simulated_time_task = remedy_task(_simulated_time, name="simulated-sweep-time", retries=0)
 find_due_task = remedy_task(_find_due, name="find-due")
 check_case_task = remedy_task(_check_case, name="check-case")
 close_completed_task = remedy_task(_close_completed, name="start-closures")

@@ -25,6 +25,7 @@ from models.enums import (
 from models.settings import get_settings
 from models.tables import AffectedPerson, PlanAction, ProgressUpdate, RemediationCase, Stakeholder
 from notifications.outbox import notify
+from tasks.actors import Operator
 from tasks.case_state import (
     CLOSED_MILESTONES,
     SYSTEM,
@@ -152,6 +153,7 @@ def update_milestone(
     note: str = "",
     evidence: list[str] | None = None,
     idempotency_key: str | None = None,
+    operator: Operator | None = None,
 ) -> MilestoneResult:
     """Record progress on a milestone; the case lead verifies or waives; the last one closes."""
     evidence = [e.strip()[:200] for e in (evidence or []) if e.strip()]
@@ -226,7 +228,8 @@ def update_milestone(
             at=now,
             subject_type="plan_action",
             subject_id=str(action.id),
-            details={"milestone": key, "status": status.value, "evidence": len(evidence)},
+            details={"milestone": key, "status": status.value, "evidence": len(evidence)}
+            | (operator.audit_details() if operator else {}),
         )
         summary = milestone_summary(session, case.id)
         if summary.total and summary.open == 0:
@@ -262,7 +265,14 @@ def _open_milestone(session: Session, case: RemediationCase, key: str) -> PlanAc
 
 
 def request_extension(
-    case_ref: str, key: str, *, to: date, reason: str, by: str, now: datetime
+    case_ref: str,
+    key: str,
+    *,
+    to: date,
+    reason: str,
+    by: str,
+    now: datetime,
+    operator: Operator | None = None,
 ) -> None:
     """Ask for a later due date (the milestone's owner, with a reason); the case lead decides."""
     with unit_of_work() as session:
@@ -286,12 +296,20 @@ def request_extension(
             at=now,
             subject_type="plan_action",
             subject_id=str(action.id),
-            details={"milestone": key, "from": str(action.due_on), "to": str(to)},
+            details={"milestone": key, "from": str(action.due_on), "to": str(to)}
+            | (operator.audit_details() if operator else {}),
         )
 
 
 def decide_extension(
-    case_ref: str, key: str, *, approve: bool, by: str, now: datetime, reason: str = ""
+    case_ref: str,
+    key: str,
+    *,
+    approve: bool,
+    by: str,
+    now: datetime,
+    reason: str = "",
+    operator: Operator | None = None,
 ) -> date:
     """The case lead approves (the due date moves; reminders follow it) or refuses; audited."""
     with unit_of_work() as session:
@@ -318,7 +336,8 @@ def decide_extension(
             at=now,
             subject_type="plan_action",
             subject_id=str(action.id),
-            details={"milestone": key, "from": str(before), "to": str(asked)},
+            details={"milestone": key, "from": str(before), "to": str(asked)}
+            | (operator.audit_details() if operator else {}),
         )
         return action.due_on
 

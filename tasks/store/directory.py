@@ -28,6 +28,7 @@ class DirectoryResult:
 def load_directory(directory: DirectoryIn, *, now: datetime, actor: str) -> DirectoryResult:
     """Insert or update organisations and stakeholders by key, in one transaction (idempotent)."""
     counts = {"org_add": 0, "org_upd": 0, "sh_add": 0, "sh_upd": 0}
+    remapped: list[str] = []  # whose command-line accounts or leave to act for others changed
     with unit_of_work() as session:
         orgs: dict[str, Organisation] = {}
         for o in directory.organisations:
@@ -67,8 +68,13 @@ def load_directory(directory: DirectoryIn, *, now: datetime, actor: str) -> Dire
                 "chat_secret_ref": s.chat.secret_ref if s.chat else None,
                 "default_roles": [r.value for r in s.roles],
                 "active": s.active,
+                # who this person is on the command line, and whom they may name there
+                "os_users": list(dict.fromkeys(s.os_users)),
+                "acts_for": list(dict.fromkeys(s.acts_for)),
             }
             person = session.exec(select(Stakeholder).where(Stakeholder.key == s.key)).first()
+            if _accounts_change(person, fields):
+                remapped.append(s.key)
             if person is None:
                 person = Stakeholder(key=s.key, created_at=now, **fields)
                 counts["sh_add"] += 1
@@ -87,9 +93,16 @@ def load_directory(directory: DirectoryIn, *, now: datetime, actor: str) -> Dire
                 actor=actor,
                 action="directory.loaded",
                 at=now,
-                details=counts,
+                details=counts | ({"accounts_remapped": remapped} if remapped else {}),
             )
     return result
+
+
+def _accounts_change(person: Stakeholder | None, fields: dict[str, Any]) -> bool:
+    """Whether a load changes who a person is on the command line, or whom they may name."""
+    if person is None:
+        return bool(fields["os_users"] or fields["acts_for"])
+    return person.os_users != fields["os_users"] or person.acts_for != fields["acts_for"]
 
 
 def _org_id(session: Session, key: str) -> uuid.UUID:

@@ -14,7 +14,12 @@ from datetime import datetime
 from typing import Literal
 
 from tasks.decisions.resume import SubmitFailedError, await_verdict, submit_decision
-from tasks.decisions.tickets import TICKET_PREFIX, AttemptFailedError, issue_ticket
+from tasks.decisions.tickets import (
+    TICKET_PREFIX,
+    AttemptFailedError,
+    issue_ticket,
+    withdraw_ticket,
+)
 from tasks.orchestration.runs import close_completed_plan, prefect_configured
 from tasks.steps.implement import MilestoneResult, MilestoneUpdateError, update_milestone
 from tasks.web.forms import FormData, FormProblemsError, checked_decision, parse_progress
@@ -49,6 +54,7 @@ def decide_from_link(
     stand_in = TICKET_PREFIX + "x" * 24
     checked = checked_decision(view.kind, form, approver=view.stakeholder_key, code=stand_in)
     claim(view, now=now)
+    reference = None
     try:
         reference = issue_ticket(view.request_id, view.stakeholder_key, channel=channel, now=now)
         values = {**checked.model_dump(mode="json"), "approval_code": reference}
@@ -57,12 +63,15 @@ def decide_from_link(
         release_link(view.link_id)
         raise SubmissionFailedError(exc.reason) from None
     except SubmitFailedError as exc:
+        withdraw_ticket(reference or "")
         release_link(view.link_id)
         log.warning("submission not accepted: case=%s link=%s", view.case_ref, view.link_id)
         raise SubmissionFailedError(str(exc)) from None
     except Exception:
         # whatever failed, the link must not stay used up: sent again, a decision that did get
         # through is refused, its request no longer waiting
+        if reference is not None:
+            withdraw_ticket(reference)
         release_link(view.link_id)
         raise
     audit_used(view, now=now, details={"request_id": str(view.request_id), "kind": view.kind.value})
@@ -73,13 +82,15 @@ def decide_from_link(
 Verdict = Literal["accepted", "refused", "cancelled", "checking"]
 
 
-def decision_verdict(request_id: uuid.UUID, *, wait_seconds: float) -> tuple[Verdict, str | None]:
+def decision_verdict(
+    request_id: uuid.UUID, *, wait_seconds: float, tries: int | None = None
+) -> tuple[Verdict, str | None]:
     """Wait a little for the resumed step to check a submission; say what it made of it.
 
     Refused comes with the step's reason; cancelled (the case left the step) with what the page
     says of a link to a decision that is no longer needed.
     """
-    checked = await_verdict(request_id, wait_seconds=wait_seconds, poll=0.5)
+    checked = await_verdict(request_id, wait_seconds=wait_seconds, poll=0.5, tries=tries)
     if checked.status == "cancelled":
         return "cancelled", f"{NO_LONGER_NEEDED.title}. {NO_LONGER_NEEDED.message}"
     return checked.status, checked.reason

@@ -1,7 +1,9 @@
 """Why the approval page refuses a link, in the words the page shows, and the audit of it.
 
-Every refusal changes nothing but the audit chain: the case's chain if the link is known, the
-system chain otherwise. The audit names the link and the reason, never the token.
+A refused link changes nothing but the audit chain: one event on its case's chain, naming the link
+and the reason, never the token. A token we never issued is junk and is not audited here, one by
+one: tasks/web/ratelimit.py counts it per client address and writes one event per address a minute
+on the `web` chain.
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
 """What a signed approval-page link allows, or why it is refused; using a link up once.
 
 Showing a link reads only, so a link scanner that fetches it decides nothing. A refused link
-(tampered, expired, used, or for someone who may not act on it) is audited (tasks/web/refusals.py)
-and changes nothing else. The token is never logged or stored: it grants the link's power.
+(expired, used, or for someone who may not act on it) is audited on its case's chain
+(tasks/web/refusals.py) and changes nothing else; a token we never issued is junk, counted for its
+client address and audited in bulk (tasks/web/ratelimit.py). The token is never logged or stored:
+it grants the link's power.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from tasks.steps.table import spec_of
 from tasks.store.audit import append_audit
 from tasks.store.db import read_only, unit_of_work
 from tasks.store.links import LinkInvalidError, read_token
+from tasks.web.ratelimit import count_junk
 from tasks.web.refusals import (
     EXPIRED,
     NO_LONGER_NEEDED,
@@ -76,6 +79,8 @@ class LinkView(BaseModel):
     request_id: uuid.UUID | None = None
     kind: DecisionKind | None = None
     round: int | None = None
+    # failed attempts on the request when the link was shown: one more means "not proven"
+    tries: int = 0
     due_at: datetime | None = None
     milestone: MilestoneView | None = None
 
@@ -202,15 +207,19 @@ def _read(token: str) -> tuple[uuid.UUID, datetime] | None:
 
 
 def resolve_link(token: str, *, now: datetime) -> LinkView:
-    """Return what a link allows, or raise LinkRefusedError (audited). Writes nothing otherwise."""
+    """Return what a link allows, or raise LinkRefusedError (audited). Writes nothing otherwise.
+
+    A token we never issued is only counted here (tasks/web/ratelimit.py writes the counts in
+    bulk): junk takes no write lock, however much of it comes.
+    """
     read = _read(token)
     if read is None:
-        audit_refusal(reason="tampered", now=now)
+        count_junk("tampered", now=now)
         raise TAMPERED.error("tampered")
     link_id, token_expiry = read
     loaded = _load(link_id)
     if loaded is None:
-        audit_refusal(reason="unknown-link", now=now, link_id=link_id)
+        count_junk("unknown-link", now=now)
         raise TAMPERED.error("unknown-link")
     link = loaded.link
     refused = _check(loaded, token_expiry, now)
@@ -235,6 +244,7 @@ def resolve_link(token: str, *, now: datetime) -> LinkView:
     if loaded.request is not None:
         request = loaded.request
         view.request_id, view.kind, view.round = request.id, request.kind, request.round
+        view.tries = request.tries
         view.due_at = request.due_at
         view.title = spec_of(request.kind).title
     elif loaded.action is not None:
@@ -252,14 +262,9 @@ def resolve_link(token: str, *, now: datetime) -> LinkView:
 
 
 def decision_markdown(view: LinkView) -> str:
-    """Return the decision's description for the page (without the Prefect UI's code advice)."""
+    """Return the decision's description for the page: no approvers' keys, no code advice."""
     assert view.request_id is not None
-    text = describe_request(view.request_id).strip()
-    head, sep, last = text.rpartition("\n\n")
-    if sep and "one-time approval code" in last:
-        # the page submits the code itself; the person only confirms who they are
-        text = head
-    return text
+    return describe_request(view.request_id, for_page=True).strip()
 
 
 # --- using a link up -----------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 The server keeps its data in PostgreSQL when REMEDY_TEST_POSTGRES_URL is set (a database of this
 session's own, with pg_trgm), else in SQLite. The runner and the tests share one case store.
+The server is locked as `remedy up` locks it: its credential is in REMEDY_HOME/prefect-api.auth,
+and the tests' clients carry it (the `live` fixture), as the runner and the page do.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import pytest
 import sqlalchemy as sa
 
 from demo.catchers import ChatReceiver, MailCatcher
+from flows.local.credential import CLIENT_VARIABLE, ensure_credential
 from flows.local.stack import LocalStack, free_port
 from tests.conftest import IN_CI, PG_URL, _upgrade
 
@@ -76,7 +79,12 @@ def e2e(tmp_path_factory: pytest.TempPathFactory, session_key: str) -> Iterator[
         "PYTHONPATH": str(ROOT),
     }
     stack = LocalStack(
-        home=home, port=free_port(), server_database_url=server_db, poll_seconds=1, extra_env=env
+        home=home,
+        port=free_port(),
+        server_database_url=server_db,
+        poll_seconds=1,
+        extra_env=env,
+        auth_string=ensure_credential(Path(env["REMEDY_HOME"])),  # where `remedy` finds it
     )
     try:
         stack.start_server()
@@ -92,16 +100,18 @@ def e2e(tmp_path_factory: pytest.TempPathFactory, session_key: str) -> Iterator[
 
 @pytest.fixture
 def live(e2e: E2E, monkeypatch: pytest.MonkeyPatch, examples: Path) -> Iterator[E2E]:
-    """Point this test's process at the session's server and case store."""
-    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, temporary_settings
+    """Point this test's process at the session's server and case store, with the credential."""
+    from prefect.settings import temporary_settings
 
     from tests.conftest import _clear_caches
 
     for name, value in e2e.env.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("PREFECT_API_URL", e2e.stack.api_url)
+    assert e2e.stack.auth_string
+    monkeypatch.setenv(CLIENT_VARIABLE, e2e.stack.auth_string)  # for the commands it starts
     _clear_caches()
-    with temporary_settings({PREFECT_API_URL: e2e.stack.api_url, PREFECT_UI_URL: e2e.stack.ui_url}):
+    with temporary_settings(e2e.stack.prefect_settings()):
         from sqlmodel import select
 
         from models.tables import Stakeholder

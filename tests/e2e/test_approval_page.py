@@ -1,14 +1,15 @@
 """The approval page against the session's real Prefect server, runner and case store.
 
 The page runs as its own process (`python -m flows.web.app`, as `remedy up` starts it) and
-is spoken to over HTTP. A decision taken from a link resumes the waiting run through the Prefect
+is spoken to over HTTP, under a policy where a link decides for a person without a passkey (these
+tests are about the page's other defences; tests/e2e/test_passkeys_browser.py runs the shipped
+policy). A decision taken from a link resumes the waiting run through the Prefect
 API and is recorded; a replayed, expired, tampered, merely fetched, foreign or forged request
 changes nothing but the audit chain.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import uuid
 from collections.abc import Iterator
@@ -51,9 +52,18 @@ TIMEOUT = httpx.Timeout(120.0)
 
 
 @pytest.fixture(scope="module")
-def page_base(e2e: E2E) -> Iterator[str]:
-    """Start the approval page once for this module, on a port of its own."""
-    base = e2e.stack.start_approval_page(port=free_port())
+def page_base(e2e: E2E, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Start the approval page once for this module, on a port of its own (links decide alone)."""
+    from tests.integration.test_web_app import link_decides_policy
+
+    policy = link_decides_policy(tmp_path_factory.mktemp("policy"))
+    saved = dict(e2e.stack.extra_env)
+    e2e.stack.extra_env["REMEDY_POLICY_FILE"] = str(policy)  # the page's process only
+    try:
+        base = e2e.stack.start_approval_page(port=free_port())
+    finally:
+        e2e.stack.extra_env.clear()
+        e2e.stack.extra_env.update(saved)
     yield base
     e2e.stack.stop("approval-page")
 
@@ -185,7 +195,7 @@ def test_a_decision_from_a_link_resumes_the_run_and_is_recorded(
     shown = show(url_of(link))
     assert shown.status_code == 200
     assert "Screen the allegation" in shown.text and f"case {ref}" in shown.text
-    assert "You are deciding as <strong>lena.lead</strong>" in shown.text
+    assert LEAD not in shown.text  # the page asks for the key and does not print it
     for name, value in {
         "Cache-Control": "no-store",
         "Referrer-Policy": "no-referrer",
@@ -299,10 +309,9 @@ def test_a_tampered_link_changes_nothing(
     sent = send(f"{page}/a/{tampered[0]}", form, origin=page)
     assert sent.status_code == 400
 
-    assert changed(before, row_counts(live)) == {"audit_event": 4}
-    refused = audit_of("system", "link.refused")[before_system:]
-    assert [e.details for e in refused] == [{"reason": "tampered"}] * 4
-    assert all(token not in json.dumps(e.details) and e.subject_id is None for e in refused)
+    # junk writes nothing per request: it is counted, and audited once a minute per address
+    assert changed(before, row_counts(live)) == {}
+    assert audit_of("system", "link.refused")[before_system:] == []
     assert audit_of(ref, "link.refused") == []
     assert link_row(link.id).used_at is None
     assert request_row(request.id).status == DecisionRequestStatus.WAITING

@@ -6,7 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
 import pytest
 
 from flows.local.stack import LocalStack, free_port
@@ -44,8 +43,8 @@ def test_prefect_deploy_all(tmp_path: Path) -> None:
         deployed = run("deploy", "--all")
         assert deployed.returncode == 0, deployed.stdout + deployed.stderr
 
-        api = stack.api_url
-        rows = httpx.post(f"{api}/deployments/filter", json={}, timeout=10).json()
+        api = stack.http()  # the API credential and a CSRF token: the server is locked
+        rows = api.post("/deployments/filter", json={}).json()
         found = {d["name"]: d for d in rows}
         assert set(found) == set(EXPECTED)
         for name, expected in EXPECTED.items():
@@ -57,7 +56,8 @@ def test_prefect_deploy_all(tmp_path: Path) -> None:
         assert [x["schedule"]["interval"] for x in schedules] == [60.0]
         [hourly] = found[BY_KIND["cron"]]["schedules"]
         assert hourly["schedule"]["cron"] == "0 * * * *" and hourly["active"]
-        automations = httpx.post(f"{api}/automations/filter", json={}, timeout=10).json()
+        automations = api.post("/automations/filter", json={}).json()
+        api.close()
         [trigger] = [a for a in automations if LESSONS_TRIGGER.name in a["name"]]
         assert trigger["trigger"]["expect"] == [LESSONS_TRIGGER.expect]
         [action] = trigger["actions"]

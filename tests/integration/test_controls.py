@@ -19,6 +19,7 @@ from models.enums import (
     DecisionRequestStatus,
     MilestoneStatus,
     PlanStatus,
+    Role,
     Step,
     StepRunStatus,
 )
@@ -37,6 +38,7 @@ from tasks.steps.implement import activate_plan, update_milestone
 from tasks.steps.plan import draft_plan
 from tasks.store.consent import withdrawn_people
 from tasks.store.db import read_only
+from tasks.store.directory import add_member
 from tests.conftest import Store
 from tests.integration.factories import (
     ADVOCATE,
@@ -114,6 +116,8 @@ def test_a_withdrawal_holds_the_case_and_renewal_resumes_its_step_afresh(store: 
     case.decide(DecisionKind.SCREENING)
     case.prepare(DecisionKind.SAFETY)  # waits in entry 1 when the withdrawal comes
 
+    with pytest.raises(ControlError, match="no active stakeholder"):
+        withdraw(case, "P-02", by="nobody.known")  # anyone in the directory, but someone
     result = withdraw_consent(
         case.ref, "P-02", purpose=ConsentPurpose.CASE_HANDLING, by=LEAD, now=case.clock.tick()
     )
@@ -242,6 +246,10 @@ def test_a_plan_under_way_is_revised_into_a_new_version(store: Store) -> None:
         revise_plan(
             case.ref, by=ADVOCATE, agreed_by=ADVOCATE, reason="Needs change.", now=case.clock.tick()
         )
+    # one person holding both roles still cannot agree with themselves for the victims
+    add_member(case.ref, LEAD, Role.VICTIM_REPRESENTATIVE, actor="test", now=case.clock.tick())
+    with pytest.raises(ControlError, match="their own revision"):
+        revise_plan(case.ref, by=LEAD, agreed_by=LEAD, reason="Mine.", now=case.clock.tick())
     result = revise_plan(
         case.ref,
         by=LEAD,

@@ -265,3 +265,31 @@ def test_remedy_decide_with_a_wrong_code_submits_nothing_and_a_lead_reissues(
     assert fresh is not None and fresh != old
     [event] = _audited(case, "decision.code_reissued")
     assert event.actor == f"stakeholder:{LEAD}" and event.details["os_user"] == os_user()
+
+
+def test_an_account_mapped_to_one_person_decides_only_as_them(
+    store: Store, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sqlmodel import select
+
+    from flows.cli.common import os_user
+    from models.tables import Stakeholder
+    from tasks.store.db import unit_of_work
+    from tests.integration.test_intake import run_cli
+
+    case = start_sample_case(Clock())
+    pending = case.prepare(DecisionKind.SCREENING)
+    with unit_of_work() as session:
+        lead = session.exec(select(Stakeholder).where(Stakeholder.key == LEAD)).one()
+        lead.os_users = [os_user()]
+        session.add(lead)
+    senior_code = issued_code(pending.request_id, SENIOR) or "ABCD2345"
+    before = store.row_counts()
+
+    # lena's account, with a code someone forwarded her, in another approver's name
+    code = run_cli(
+        "decide", case.ref, "--as", SENIOR, "--code", senior_code, "--set", "outcome=accepted"
+    )
+
+    assert code == 1 and "decides only as them" in capsys.readouterr().err
+    assert store.row_counts() == before

@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -103,8 +104,8 @@ def test_messages_arrive_as_mime_in_the_recipients_locale_and_the_code_works_onc
     body = parts(request_mail)
     assert set(body) == {"text/plain", "text/html"}
     assert "Screen the allegation" in body["text/html"]
-    assert "http://127.0.0.1:8686/a/" in body["text/html"]  # the approval page link
-    assert "http://127.0.0.1:8686/a/" in body["text/plain"]  # in both parts
+    assert "http://localhost:8686/a/" in body["text/html"]  # the approval page link
+    assert "http://localhost:8686/a/" in body["text/plain"]  # in both parts
     # the code in the message is the one the step accepts, once
     from tasks.decisions.resume import issued_code
 
@@ -158,6 +159,7 @@ def test_outage_then_recovery_delivers_each_message_once(
         f"mailto://127.0.0.1:{smtp_port}?from=r@example.org&mode=insecure",
     )
     monkeypatch.setenv("REMEDY_CHAT_OPS", f"json://127.0.0.1:{chat_port}/hooks/ops")
+    monkeypatch.setenv("REMEDY_DELIVERY_BACKOFF_SECONDS", "2")  # real seconds: 2, then 4
     settings_changed()
     receiver = ChatReceiver(port=chat_port, statuses=[500, 500, 500]).start()
     try:
@@ -174,17 +176,20 @@ def test_outage_then_recovery_delivers_each_message_once(
         assert errors[NotificationChannel.CHAT] == "chat: the receiver answered HTTP 500"
         for n in failed:
             assert "127.0.0.1" not in (n.last_error or "")
-        # not due yet: nothing is tried again
-        assert deliver(clock.now + timedelta(seconds=10)).claimed == 0
+        # not due yet (by the wall clock, whatever the drain is told): nothing is tried again
+        assert deliver(clock.now + timedelta(hours=1)).claimed == 0
         catcher = MailCatcher(port=smtp_port).start()
         try:
-            second = deliver(clock.now + timedelta(seconds=31))
+            time.sleep(2.1)
+            second = deliver(clock.tick())
             emails = [n for n in rows(Notification) if n.channel == NotificationChannel.EMAIL]
             assert all(n.status == NotificationStatus.DELIVERED for n in emails)
             assert second.failed == 1  # the webhook answers 500 a third time
-            third = deliver(clock.now + timedelta(minutes=10))
+            assert deliver(clock.tick()).claimed == 0  # backing off 4 s now
+            time.sleep(4.1)
+            third = deliver(clock.tick())
             assert third.delivered == second.failed
-            assert deliver(clock.now + timedelta(hours=3)).claimed == 0
+            assert deliver(clock.tick()).claimed == 0
             done = rows(Notification)
             assert all(n.status == NotificationStatus.DELIVERED for n in done)
             assert by_key(catcher.messages) == Counter(
@@ -209,12 +214,14 @@ def test_delivery_gives_up_after_the_last_attempt(
         f"mailto://remedy:{PASSWORD}@127.0.0.1:{free_port()}?from=r@example.org&mode=insecure",
     )
     monkeypatch.setenv("REMEDY_DELIVERY_MAX_ATTEMPTS", "2")
+    monkeypatch.setenv("REMEDY_DELIVERY_BACKOFF_SECONDS", "0.5")
     monkeypatch.delenv("REMEDY_CHAT_OPS", raising=False)
     settings_changed()
     clock = Clock()
     case = start_sample_case(clock)
     deliver(clock.tick())
-    report = deliver(clock.now + timedelta(hours=1))
+    time.sleep(0.6)
+    report = deliver(clock.tick())
     assert report.gave_up == report.claimed > 0
     emails = [n for n in rows(Notification) if n.channel == NotificationChannel.EMAIL]
     assert all(n.status == NotificationStatus.FAILED for n in emails)
@@ -281,6 +288,20 @@ def test_renewed_consent_lets_new_messages_about_the_person_through(
     assert about_p02 and all(n.status == NotificationStatus.DELIVERED for n in about_p02)
 
 
+def _lease_runs_out() -> None:
+    """Let the two minutes of every lease pass (the store's side of waiting for them)."""
+    import sqlalchemy as sa
+
+    from tasks.store.db import unit_of_work
+
+    with unit_of_work() as session:
+        session.execute(
+            sa.update(Notification)
+            .where(Notification.claimed_until.is_not(None))  # type: ignore[union-attr]
+            .values(claimed_until=datetime.now(UTC) - timedelta(seconds=1))
+        )
+
+
 @pytest.mark.parametrize("store", ["sqlite"], indirect=True)  # one backend is enough here
 def test_a_crash_between_send_and_record_duplicates_at_most_the_message_in_flight(
     store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -316,8 +337,11 @@ def test_a_crash_between_send_and_record_duplicates_at_most_the_message_in_fligh
         proc_holder.append(proc)
         assert proc.wait(timeout=120) == -signal.SIGKILL
         assert killed
+        # the dead drain's lease holds on the wall clock, whatever moment a drain is told
+        assert deliver(datetime.now(UTC) + timedelta(minutes=3)).claimed == 0
+        _lease_runs_out()
         # after a restart, once the dead drain's lease has run out
-        report = deliver(datetime.now(UTC) + timedelta(minutes=3))
+        report = deliver(datetime.now(UTC))
         assert report.gave_up == 0
         counts = by_key(catcher.messages)
         assert set(counts) == expected  # nothing lost
@@ -446,3 +470,168 @@ def test_chat_never_names_a_pseudonym_even_for_a_persons_milestone(
     bodies = [r["body"] for r in chat.delivered()]
     assert any("medical" in b.lower() or "milestone" in b.lower() for b in bodies)
     assert all("P-0" not in b for b in bodies)
+
+
+# --- leases and backoff run on the wall clock, whatever moment the caller names ------------------
+
+LATER = datetime(2031, 6, 1, tzinfo=UTC)  # a moment a forged or simulated sweep might name
+
+
+def _smtp_down(monkeypatch: pytest.MonkeyPatch) -> int:
+    port = free_port()
+    monkeypatch.setenv(
+        "REMEDY_SMTP_URL", f"mailto://127.0.0.1:{port}?from=r@example.org&mode=insecure"
+    )
+    monkeypatch.delenv("REMEDY_CHAT_OPS", raising=False)
+    return port
+
+
+def test_messages_written_for_a_later_moment_are_due_on_the_wall_clock(
+    store: Store, mail: MailCatcher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A change recorded as of 2031 (a simulation's) is sent by today's drain, not in 2031."""
+    monkeypatch.delenv("REMEDY_CHAT_OPS", raising=False)
+    settings_changed()
+    start_sample_case(Clock(now=LATER))
+    deliver(datetime.now(UTC))
+    emails = [n for n in rows(Notification) if n.channel == NotificationChannel.EMAIL]
+    assert emails and all(n.status == NotificationStatus.DELIVERED for n in emails)
+    assert by_key(mail.messages) == Counter({n.idempotency_key: 1 for n in emails})
+
+
+def test_a_drain_told_a_later_moment_backs_off_on_the_wall_clock(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failed attempt in a drain told it is 2031 is retried seconds later, not in 2031."""
+    port = _smtp_down(monkeypatch)
+    monkeypatch.setenv("REMEDY_DELIVERY_BACKOFF_SECONDS", "1")
+    settings_changed()
+    start_sample_case(Clock())
+    first = deliver(LATER)
+    assert first.failed == first.claimed > 0
+    soon = datetime.now(UTC) + timedelta(seconds=2)
+    for n in rows(Notification):
+        assert n.next_attempt_at is not None and n.next_attempt_at <= soon
+        assert n.claimed_until is None
+    catcher = MailCatcher(port=port).start()
+    try:
+        time.sleep(1.2)
+        deliver(datetime.now(UTC))
+        emails = [n for n in rows(Notification) if n.channel == NotificationChannel.EMAIL]
+        assert emails and all(n.status == NotificationStatus.DELIVERED for n in emails)
+        assert by_key(catcher.messages) == Counter({n.idempotency_key: 1 for n in emails})
+    finally:
+        catcher.stop()
+
+
+def test_a_drain_told_a_later_moment_leases_on_the_wall_clock(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A message in flight is leased for minutes from now: a dead drain cannot hold it for years."""
+    from sqlmodel import select
+
+    from tasks.drain import LEASE
+    from tasks.store.db import read_only
+
+    leases: list[datetime | None] = []
+
+    def read_lease(message: EmailMessage) -> None:  # the sender waits for "250" meanwhile
+        with read_only() as session:
+            row = session.exec(
+                select(Notification).where(
+                    Notification.idempotency_key == str(message["X-Remedy-Key"])
+                )
+            ).one()
+            leases.append(row.claimed_until)
+
+    catcher = MailCatcher(port=free_port(), on_message=read_lease).start()
+    monkeypatch.setenv("REMEDY_SMTP_URL", catcher.url())
+    monkeypatch.delenv("REMEDY_CHAT_OPS", raising=False)
+    settings_changed()
+    try:
+        start_sample_case(Clock())
+        assert deliver(LATER).delivered > 0
+        latest = datetime.now(UTC) + LEASE
+        assert leases and all(at is not None and at <= latest for at in leases)
+    finally:
+        catcher.stop()
+
+
+# --- text people typed stays text in chat (Markdown) ---------------------------------------------
+
+EVIL_LINK = "[Session expired - sign in](https://evil.example/login)"
+
+
+def _live_links(markdown: str) -> list[str]:
+    """The links a chat service would render from a Markdown body (CommonMark and GFM autolinks)."""
+    from markdown_it import MarkdownIt
+
+    tokens = MarkdownIt("commonmark").enable("table").parse(markdown)
+    inline = [c for t in tokens for c in (t.children or [])]
+    found = [str(c.attrs.get("href")) for c in inline if c.type == "link_open"]
+    # the bare URLs, www. and e-mail addresses GFM services link by themselves
+    found += re.findall(r"(?<!\\)https?://\S+|(?<![\\\w])www\.\S+", markdown)
+    return found
+
+
+def test_a_site_written_as_a_link_is_no_link_in_chat(store: Store, chat: ChatReceiver) -> None:
+    settings_changed()
+    clock = Clock()
+    case = start_sample_case(clock, site=EVIL_LINK)
+    case.prepare(DecisionKind.SCREENING)
+
+    deliver(clock.tick())
+
+    calls = chat.delivered()
+    assert len(calls) == 2  # case_opened and decision_requested to the lead's chat
+    for call in calls:
+        data = json.loads(call["body"])
+        assert _live_links(data["message"]) == [], data["message"]
+        assert "evil.example" not in data["title"]
+
+
+def test_a_milestone_title_typed_as_a_link_arrives_in_chat_as_text(
+    store: Store, chat: ChatReceiver
+) -> None:
+    from markdown_it import MarkdownIt
+    from sqlmodel import select
+
+    from models.enums import Locale
+    from models.tables import Stakeholder
+    from tasks.store.db import unit_of_work
+
+    settings_changed()
+    case = start_sample_case(Clock())
+    deliver(case.clock.tick())
+    chat.requests.clear()
+    title = f"Return the documents {EVIL_LINK} **now** <b>x</b> www.evil.example"
+    with unit_of_work() as session:  # a chat message whose template quotes a milestone's title
+        lead = session.exec(select(Stakeholder).where(Stakeholder.key == "lena.lead")).one()
+        session.add(
+            Notification(
+                case_id=case.case().id,
+                event="milestone_verified",
+                recipient_id=lead.id,
+                channel=NotificationChannel.CHAT,
+                locale=Locale.EN,
+                template="milestone_verified",
+                context={"case_ref": case.ref, "title": title, "milestone": "document-return"},
+                idempotency_key="test:typed-title:chat",
+                status=NotificationStatus.PENDING,
+                created_at=case.clock.now,
+                next_attempt_at=case.clock.now,
+            )
+        )
+
+    assert deliver(case.clock.tick()).delivered == 1
+
+    [call] = chat.delivered()
+    message = json.loads(call["body"])["message"]
+    assert _live_links(message) == [], message
+    # the reader sees the title exactly as typed; the only markup is our own bold prefix
+    [paragraph] = [t for t in MarkdownIt("commonmark").parse(message) if t.type == "inline"]
+    children = paragraph.children or []
+    assert [c.type for c in children].count("strong_open") == 1
+    assert {c.type for c in children} == {"text", "strong_open", "strong_close"}
+    shown = "".join(c.content for c in children)
+    assert shown.endswith(f"was verified: {title}.")

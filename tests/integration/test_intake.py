@@ -277,3 +277,56 @@ def test_directory_load_is_idempotent(store: Store, examples: Path) -> None:
     with read_only() as session:
         keys = set(session.exec(select(Stakeholder.key)).all())
     assert "amani.verifier" in keys
+
+
+def test_directory_maps_accounts_and_whom_they_act_for(
+    store: Store, examples: Path, tmp_path: Path
+) -> None:
+    from models.tables import AuditEvent, Stakeholder
+    from tasks.store.db import read_only
+
+    data = yaml.safe_load((examples / "stakeholders.yaml").read_text())
+    lead = next(s for s in data["stakeholders"] if s["key"] == "lena.lead")
+    lead |= {"os_users": ["lena", "lh"], "acts_for": ["grace.advocate", "*"]}
+    assert run_cli("directory", "load", str(write(tmp_path, "d.yaml", data))) == 0
+    with read_only() as session:
+        stored = session.exec(select(Stakeholder).where(Stakeholder.key == "lena.lead")).one()
+        assert (stored.os_users, stored.acts_for) == (["lena", "lh"], ["grace.advocate", "*"])
+
+    del lead["os_users"], lead["acts_for"]  # the file is the truth for the keys it lists
+    assert run_cli("directory", "load", str(write(tmp_path, "d2.yaml", data))) == 0
+    assert run_cli("directory", "load", str(write(tmp_path, "d2.yaml", data))) == 0  # no change
+    with read_only() as session:
+        stored = session.exec(select(Stakeholder).where(Stakeholder.key == "lena.lead")).one()
+        assert (stored.os_users, stored.acts_for) == ([], [])
+        loaded = AuditEvent.action == "directory.loaded"
+        loads = session.exec(select(AuditEvent).where(loaded).order_by(AuditEvent.seq)).all()
+    # every change of who is whom on the command line is named in the system chain
+    remapped = [e.details.get("accounts_remapped") for e in loads]
+    assert remapped == [["lena.lead", "sofia.senior", "grace.advocate"], ["lena.lead"]]
+
+
+@pytest.mark.parametrize(
+    ("entries", "problem"),
+    [
+        ({"lena.lead": {"os_users": ["lena; rm"]}}, "os_users"),
+        ({"lena.lead": {"os_users": [""]}}, "os_users"),
+        ({"lena.lead": {"acts_for": ["Grace Advocate"]}}, "acts_for"),
+        ({"lena.lead": {"os_users": ["ops"]}, "sofia.senior": {"os_users": ["ops"]}}, "ops"),
+    ],
+)
+def test_directory_refuses_bad_account_mappings(
+    store: Store,
+    examples: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    entries: dict[str, dict[str, list[str]]],
+    problem: str,
+) -> None:
+    data = yaml.safe_load((examples / "stakeholders.yaml").read_text())
+    for person in data["stakeholders"]:
+        person.update(entries.get(person["key"], {}))
+    before = store.row_counts()
+    assert run_cli("directory", "load", str(write(tmp_path, "d.yaml", data))) == 2
+    assert problem in capsys.readouterr().err
+    assert store.row_counts() == before

@@ -13,7 +13,7 @@ from sqlmodel import select
 from demo.catchers import MailCatcher
 from flows.local.stack import free_port
 from models.enums import CaseState, DecisionKind, MilestoneStatus, NotificationChannel
-from models.tables import Notification, PlanAction
+from models.tables import AuditEvent, Notification, PlanAction, ReminderSent
 from tasks.monitoring.sweep import SWEEP, check_case, completed_plans, find_due
 from tasks.reports.portfolio import plan_progress, portfolio
 from tasks.steps.implement import (
@@ -251,3 +251,89 @@ def test_a_completed_plan_moves_to_closure_once(store: Store) -> None:
         case.ref, now=case.clock.tick(), actor=SWEEP
     )
     assert plan_progress(case.ref) == 100.0
+
+
+# --- a chosen moment, only on a store that says it is a simulation -------------------------------
+
+
+def _simulation_marks() -> list[AuditEvent]:
+    return [
+        e
+        for e in rows(AuditEvent, AuditEvent.chain == "system")
+        if e.action.startswith("store.simulation")
+    ]
+
+
+def test_a_store_becomes_a_simulation_only_on_purpose_and_the_mark_is_audited(
+    store: Store,
+) -> None:
+    from flows.cli.common import actor
+    from tasks.store.audit import verify_chain
+    from tasks.store.db import read_only
+    from tasks.store.settings import store_is_simulation
+    from tests.integration.test_intake import run_cli
+
+    assert not store_is_simulation()
+    start_sample_case(Clock())
+    assert run_cli("db", "simulation", "on") == 1  # the store holds a case: --force, or nothing
+    assert not store_is_simulation() and _simulation_marks() == []
+    assert run_cli("db", "simulation", "on", "--force") == 0
+    assert store_is_simulation()
+    assert run_cli("db", "simulation", "on", "--force") == 0  # already one: nothing to record
+    assert run_cli("db", "simulation") == 0  # says which it is
+    assert run_cli("db", "simulation", "off") == 0
+    assert not store_is_simulation()
+    marks = _simulation_marks()
+    assert [(e.action, e.details) for e in marks] == [
+        ("store.simulation_on", {"cases": 1, "forced": True}),
+        ("store.simulation_off", {"cases": 1, "forced": False}),
+    ]
+    assert all(e.actor == actor() for e in marks)  # the account that typed the command
+    with read_only() as session:
+        assert verify_chain(session, "system").ok
+
+
+def test_a_sweep_at_a_chosen_moment_needs_a_simulation_store(store: Store) -> None:
+    from tasks.context import utcnow
+    from tasks.orchestration.sweep_tasks import _simulated_time
+    from tasks.store.settings import SimulationNotAllowed, mark_simulation
+    from tests.integration.test_intake import run_cli
+
+    case = to_implementing(Clock())
+    due = date(2027, 1, 15)
+    only_milestone(case, "document-return", due)
+    later = at(due + timedelta(days=5))
+    before = store.row_counts()
+    assert run_cli("monitor", "--now", later.isoformat()) == 1
+    with pytest.raises(SimulationNotAllowed, match="not a simulation"):
+        _simulated_time(later)
+    assert store.row_counts() == before  # refused before anything was written
+
+    assert mark_simulation(True, actor="test", now=utcnow(), force=True)
+    assert _simulated_time(later) == later
+
+
+def test_a_reminder_key_records_when_it_was_really_sent(store: Store) -> None:
+    """A simulated sweep acts as of its moment; the key says when the reminder went out."""
+    from tasks.context import utcnow
+
+    case = to_implementing(Clock())
+    due = date(2031, 6, 1)
+    action = only_milestone(case, "document-return", due)
+    started = utcnow()
+    assert kinds(sweep(at(due + timedelta(days=1)))) == ["overdue"]
+    [key] = rows(ReminderSent, ReminderSent.case_id == case.case().id)
+    assert key.key == f"overdue:{action.id}:{due}"
+    assert started <= key.sent_at <= utcnow()
+    [check] = [e for e in case.audit() if e.action == "monitoring.checked"]
+    assert check.at == at(due + timedelta(days=1))  # the audit tells the simulated moment
+
+
+def test_no_deployment_takes_a_moment_from_whoever_starts_it() -> None:
+    """An API client starts sweeps, steps and drains; each runs on the wall clock."""
+    from flows.serve import load_flow
+    from tasks.orchestration.deployments import DEPLOYMENTS
+
+    for deployment in DEPLOYMENTS:
+        parameters = set(load_flow(deployment).parameters.properties)
+        assert not parameters & {"now", "at", "today", "moment"}, deployment.name

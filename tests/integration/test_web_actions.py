@@ -14,14 +14,13 @@ import pytest
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from sqlmodel import select
 
-from models.enums import DecisionKind, DecisionRequestStatus, LinkPurpose, MilestoneStatus
+from models.enums import DecisionKind, DecisionRequestStatus, MilestoneStatus
 from models.tables import AuditEvent, PlanAction, ProgressUpdate
 from tasks.decisions.requests import cancel_waiting
-from tasks.decisions.resume import SubmitFailedError, submit_decision
+from tasks.decisions.resume import NOT_PROVEN, SubmitFailedError, submit_decision
 from tasks.steps.implement import update_milestone
 from tasks.store.cases import get_case
 from tasks.store.db import read_only, unit_of_work
-from tasks.store.links import create_link
 from tasks.web.actions import (
     SubmissionFailedError,
     decide_from_link,
@@ -63,10 +62,16 @@ def test_the_verdict_says_what_the_step_made_of_a_submission(store: Store) -> No
     assert decision_verdict(request_id, wait_seconds=0.6) == ("checking", None)
     assert time.monotonic() - started >= 0.6  # it waited for the step before saying so
 
+    # a submission that proved nothing: the same request waits again, one try further on
     assert not case.submit(request_id, LEAD, values, code="ZZZZ2222").accepted
-    assert decision_verdict(request_id, wait_seconds=0) == (
+    assert decision_verdict(request_id, wait_seconds=0, tries=0) == ("refused", NOT_PROVEN)
+    assert decision_verdict(request_id, wait_seconds=0, tries=1) == ("checking", None)
+
+    rejected = {**values, "outcome": "rejected"}  # without the reason a rejection needs
+    assert not case.submit(request_id, LEAD, rejected).accepted
+    assert decision_verdict(request_id, wait_seconds=0, tries=1) == (
         "refused",
-        "the approval code is wrong",
+        "a reason is required to reject an allegation or mark it a duplicate",
     )
 
     newer = case.prepare(DecisionKind.SCREENING).request_id
@@ -100,27 +105,20 @@ def test_a_decision_form_with_problems_uses_nothing_up(store: Store) -> None:
     assert request_row(request_id).status == DecisionRequestStatus.WAITING
 
 
-def test_a_decide_link_without_its_code_is_refused_and_uses_nothing_up(store: Store) -> None:
+def test_a_link_of_a_locked_out_approver_uses_nothing_up(store: Store) -> None:
     clock = Clock()
     case, request_id, link = waiting_screening(clock)
-    with unit_of_work() as session:
-        bare = create_link(
-            session,
-            purpose=LinkPurpose.DECIDE,
-            case_id=case.case().id,
-            stakeholder_id=stakeholder_id(LEAD),
-            request_id=request_id,
-            now=clock.now,
-            expires_at=link.expires_at,
-        )
-    view = resolve_link(token_of(bare), now=clock.now)
+    _, values = script(DecisionKind.SCREENING)
+    for attempt in range(5):  # models/policy.toml max_failed_attempts
+        assert case.submit(request_id, LEAD, values, code=f"WRONG{attempt:03d}").attempt_failed
+    view = resolve_link(token_of(link), now=clock.now)
     before = store.row_counts()
 
-    with pytest.raises(LinkRefusedError) as caught:
+    with pytest.raises(SubmissionFailedError) as caught:
         decide_from_link(view, {"outcome": ["accepted"]}, now=clock.tick())
 
-    assert (caught.value.status, caught.value.reason) == (400, "no-code")
-    assert store.row_counts() == before and link_row(bare.id).used_at is None
+    assert str(caught.value).startswith("too many failed attempts in this name")
+    assert store.row_counts() == before and link_row(link.id).used_at is None
 
 
 class _FakeApi(BaseHTTPRequestHandler):

@@ -1,8 +1,9 @@
 """The approval page's links on real stores, without a Prefect server: what a link shows, why one
 is refused (in the page's words and status), and the audit rows a refusal leaves.
 
-Showing a valid link writes nothing; a refused one adds one `link.refused` row (to the case's
-chain, or the system chain when the token names no link of ours) and changes nothing else.
+Showing a valid link writes nothing; a refused one adds one `link.refused` row to the case's
+chain and changes nothing else. A token that names no link of ours is junk: it writes nothing when
+refused, and is counted for the aggregated `link.junk` event of the `web` chain.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from models.enums import DecisionKind, DecisionRequestStatus, LinkPurpose, Miles
 from models.tables import ApprovalLink, AuditEvent, DecisionRequest, PlanAction, Stakeholder
 from tasks.decisions.requests import cancel_waiting, describe_request
 from tasks.steps.implement import activate_plan, update_milestone
-from tasks.store.audit import SYSTEM_CHAIN
+from tasks.store.audit import SYSTEM_CHAIN, verify_chain
 from tasks.store.cases import get_case
 from tasks.store.db import read_only, unit_of_work
 from tasks.store.links import create_link, link_token
+from tasks.web.ratelimit import OFFLINE, WEB_CHAIN
 from tasks.web.refusals import ACTOR, LinkRefusedError
 from tasks.web.resolve import (
     LinkView,
@@ -176,17 +178,18 @@ def test_a_progress_link_shows_its_milestone(store: Store) -> None:
     assert store.row_counts() == before
 
 
-def test_the_page_leaves_out_the_prefect_ui_s_code_advice(store: Store) -> None:
+def test_the_page_names_neither_approvers_nor_code(store: Store) -> None:
     clock = Clock()
     _, request_id, link = waiting_screening(clock)
     view = resolve_link(token_of(link), now=clock.now)
     full = describe_request(request_id).strip()
-    assert "one-time approval code" in full.rpartition("\n\n")[2]
+    assert "one-time approval code" in full.rpartition("\n\n")[2] and LEAD in full
 
     shown = decision_markdown(view)
 
-    assert full.startswith(shown) and len(shown) < len(full)
+    # the page knows whose link it is: it never hints at the key or code it could ask for
     assert "one-time approval code" not in shown and "Screen the allegation" in shown
+    assert LEAD not in shown and "Decided by the case's case lead. Due " in shown
 
 
 # --- tokens that are not ours --------------------------------------------------------------------
@@ -208,39 +211,70 @@ TAMPERINGS: dict[str, Callable[[str, str], str]] = {
 }
 
 
+def junk_written(clock: Clock) -> list[AuditEvent]:
+    """Write what was counted outside a served request; return the `web` chain's events."""
+    OFFLINE.flush(clock.tick(), force=True)
+    with read_only() as session:
+        assert verify_chain(session, WEB_CHAIN).ok
+        return list(
+            session.exec(
+                select(AuditEvent)
+                .where(AuditEvent.chain == WEB_CHAIN)
+                .order_by(col(AuditEvent.seq))
+            ).all()
+        )
+
+
+@pytest.fixture
+def no_junk_yet() -> None:
+    """Forget junk other tests counted outside a served request (the tally is per process)."""
+    OFFLINE.clear()
+
+
 @pytest.mark.parametrize("make", TAMPERINGS.values(), ids=TAMPERINGS.keys())
-def test_a_token_we_did_not_issue_is_refused_on_the_system_chain(
-    store: Store, make: Callable[[str, str], str]
+def test_a_token_we_did_not_issue_is_refused_and_counted_as_junk(
+    store: Store, no_junk_yet: None, make: Callable[[str, str], str]
 ) -> None:
     clock = Clock()
     case, request_id, link = waiting_screening(clock)
     body, _, signature = token_of(link).partition(".")
-    before = store.row_counts()
+    before, refused_at = store.row_counts(), clock.now
 
     error = refused(make(body, signature), clock)
 
     assert (error.status, error.title, error.reason) == (400, "This link is not valid", "tampered")
     assert "Open the link from your message again" in error.message
-    assert changed(before, store.row_counts()) == {"audit_event": 1}
-    [row] = refusals(SYSTEM_CHAIN)
-    assert row.details == {"reason": "tampered"} and row.actor == ACTOR
+    assert store.row_counts() == before  # junk writes nothing when refused
+    [row] = junk_written(clock)
+    assert (row.action, row.actor) == ("link.junk", ACTOR)
     assert row.subject_id is None and row.subject_type is None
-    assert refusals(case.ref) == []
+    assert row.details == {
+        "address": "-",  # refused outside a request the page serves
+        "count": 1,
+        "reasons": {"tampered": 1},
+        "limited": 0,
+        "since": refused_at.isoformat(timespec="seconds"),
+    }
+    assert refusals(case.ref) == [] and refusals(SYSTEM_CHAIN) == []
     assert link_row(link.id).used_at is None
     assert request_row(request_id).status == DecisionRequestStatus.WAITING
 
 
-def test_a_signed_token_for_a_link_we_do_not_hold_is_refused(store: Store) -> None:
+def test_a_signed_token_for_a_link_we_do_not_hold_is_refused_as_junk(
+    store: Store, no_junk_yet: None
+) -> None:
     clock = Clock()
     waiting_screening(clock)
     unknown = uuid.uuid4()
+    before = store.row_counts()
 
-    error = refused(link_token(unknown, clock.now + timedelta(days=1)), clock)
-
-    assert (error.status, error.reason) == (400, "unknown-link")
-    [row] = refusals(SYSTEM_CHAIN)
-    assert row.details == {"reason": "unknown-link"}
-    assert (row.subject_type, row.subject_id) == ("approval_link", str(unknown))
+    for _ in range(3):
+        error = refused(link_token(unknown, clock.now + timedelta(days=1)), clock)
+        assert (error.status, error.reason) == (400, "unknown-link")
+    assert store.row_counts() == before
+    [row] = junk_written(clock)
+    assert (row.details["count"], row.details["reasons"]) == (3, {"unknown-link": 3})
+    assert str(unknown) not in str(row.details)
 
 
 # --- links that were ours ------------------------------------------------------------------------
@@ -312,8 +346,9 @@ def test_a_link_to_a_decided_request_says_so(store: Store) -> None:
 def test_a_link_to_a_superseded_request_points_to_the_newer_round(store: Store) -> None:
     clock = Clock()
     case, request_id, link = waiting_screening(clock)
-    _, values = script(DecisionKind.SCREENING)
-    assert not case.submit(request_id, LEAD, values, code="ZZZZ2222").accepted
+    # a submission the rules refuse (rejected, with no reason) opens the next round
+    _, values = script(DecisionKind.SCREENING, outcome="rejected", reason="")
+    assert not case.submit(request_id, LEAD, values).accepted
     assert request_row(request_id).status == DecisionRequestStatus.SUPERSEDED
 
     error = refused(token_of(link), clock)

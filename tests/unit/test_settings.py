@@ -15,9 +15,9 @@ ACCEPTED = [
     "https://approvals.example.org",
     "https://approvals.example.org:8443/remedy/",
     "https://10.0.0.5:8686",
-    "http://127.0.0.1:8686",  # the default
+    "http://127.0.0.1:8686",
     "http://127.9.8.7:8686",
-    "http://localhost:8686",
+    "http://localhost:8686",  # the default
     "http://LOCALHOST",
     "http://[::1]:8686",
 ]
@@ -55,6 +55,13 @@ def test_a_base_url_without_https_off_loopback_is_refused(
     assert "127.0.0.1, ::1 or localhost" in error["msg"]
 
 
-def test_the_default_base_url_is_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_default_base_url_is_a_host_name_on_this_machine(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Passkeys are bound to a host name, never to an IP: links name localhost by default, and
+    the page still listens on 127.0.0.1 only."""
     monkeypatch.delenv("REMEDY_APPROVAL_BASE_URL", raising=False)
-    assert Settings().approval_base_url == "http://127.0.0.1:8686"
+    monkeypatch.delenv("REMEDY_APPROVAL_HOST", raising=False)
+    settings = Settings()
+    assert settings.approval_base_url == "http://localhost:8686"
+    assert settings.approval_host == "127.0.0.1"
