@@ -91,13 +91,14 @@ def db_simulation(
 
 @audit_app.command(name="verify")
 def audit_verify(reference: str) -> int:
-    """Check a case's audit chain ('system' for the directory's) and name the first broken link."""
-    from tasks.store.audit import verify_chain
+    """Check a case's audit chain ('system' for the directory's, 'web' for the approval page's)
+    and name the first broken link."""
+    from tasks.store.audit import SYSTEM_CHAIN, WEB_CHAIN, verify_chain
     from tasks.store.cases import get_case
     from tasks.store.db import read_only
 
     with read_only() as session:
-        if reference != "system":
+        if reference not in (SYSTEM_CHAIN, WEB_CHAIN):
             get_case(session, reference)
         report = verify_chain(session, reference)
     if report.ok:

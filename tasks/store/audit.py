@@ -14,6 +14,8 @@ from models.tables import AuditEvent, AuditHead
 
 GENESIS = "0" * 64
 SYSTEM_CHAIN = "system"
+# the approval page's own chain: junk tokens belong to no case (tasks/web/ratelimit.py)
+WEB_CHAIN = "web"
 
 
 def _digest(

@@ -26,13 +26,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 
-from tasks.store.audit import append_audit
+from tasks.store.audit import WEB_CHAIN, append_audit
 from tasks.store.db import unit_of_work
 from tasks.web.refusals import ACTOR
 
 log = logging.getLogger("remedy.approval_page")
 
-WEB_CHAIN = "web"
 JUNK_ACTION = "link.junk"
 JUNK_INTERVAL = timedelta(minutes=1)
 MAX_CLIENTS = 20_000  # buckets kept; the least recently seen client is forgotten first

@@ -96,3 +96,20 @@ def test_concurrent_appends_keep_one_chain(store: Store) -> None:
         list(pool.map(add, range(12)))
     report = _verify()
     assert report.ok and report.events == 13
+
+
+def test_the_approval_pages_own_chain_verifies_by_name(store: Store, capsys) -> None:  # type: ignore[no-untyped-def]
+    from tasks.store.audit import WEB_CHAIN, append_audit
+    from tasks.store.db import unit_of_work
+
+    with unit_of_work() as session:
+        append_audit(
+            session,
+            chain=WEB_CHAIN,
+            actor="system:approval-page",
+            action="link.junk",
+            at=datetime(2026, 11, 30, tzinfo=UTC),
+            details={"count": 3},
+        )
+    assert run_cli("audit", "verify", "web") == 0
+    assert "web: audit chain intact (1 events)" in capsys.readouterr().out
