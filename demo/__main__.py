@@ -153,7 +153,10 @@ def _directory_mapping_me_to(key: str) -> Path:
     data = yaml.safe_load((EXAMPLES / "stakeholders.yaml").read_text(encoding="utf-8"))
     for person in data["stakeholders"]:
         users = [u for u in person.get("os_users", []) if u != me]
-        person["os_users"] = [*users, me] if person["key"] == key else users
+        if person["key"] == key:
+            users.append(me)
+        if users or "os_users" in person:
+            person["os_users"] = users
     path = HOME / "stakeholders.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     header = f"# examples/stakeholders.yaml, with the account running the demo ({me}) as {key}\n"
