@@ -85,21 +85,18 @@ def issue_codes(
             )
             old_link = old_links.get(person.id)
             if old_link is not None and old_link.code_ciphertext:
-                link = create_link(
+                link = _decide_link(
                     session,
-                    purpose=LinkPurpose.DECIDE,
-                    case_id=case.id,
-                    stakeholder_id=person.id,
-                    request_id=request.id,
+                    request,
+                    person,
                     now=now,
                     expires_at=min(old.expires_at, link_until),
+                    code_ciphertext=old_link.code_ciphertext,
                 )
-                link.code_ciphertext = old_link.code_ciphertext
                 links[person.id] = link.id
             continue
         link, private[person.id] = _fresh_code(
             session,
-            case,
             request,
             person,
             vault=vault,
@@ -126,9 +123,32 @@ def issue_codes(
     return links
 
 
+def _decide_link(
+    session: Session,
+    request: DecisionRequest,
+    person: Stakeholder,
+    *,
+    now: datetime,
+    expires_at: datetime,
+    code_ciphertext: str,
+) -> ApprovalLink:
+    """Add an approver's approval-page link for a request, carrying their code (encrypted)."""
+    link = create_link(
+        session,
+        purpose=LinkPurpose.DECIDE,
+        case_id=request.case_id,
+        stakeholder_id=person.id,
+        request_id=request.id,
+        now=now,
+        expires_at=expires_at,
+    )
+    link.code_ciphertext = code_ciphertext
+    session.add(link)
+    return link
+
+
 def _fresh_code(
     session: Session,
-    case: RemediationCase,
     request: DecisionRequest,
     person: Stakeholder,
     *,
@@ -151,15 +171,13 @@ def _fresh_code(
     row.expires_at = until
     row.used_at = None
     session.add(row)
-    link = create_link(
+    link = _decide_link(
         session,
-        purpose=LinkPurpose.DECIDE,
-        case_id=case.id,
-        stakeholder_id=person.id,
-        request_id=request.id,
+        request,
+        person,
         now=now,
         expires_at=min(until, link_until),
-        code=code,
+        code_ciphertext=vault.encrypt({"code": code}),
     )
     # the code travels encrypted and is readable only by the delivery task
     private = {
@@ -173,7 +191,6 @@ def _fresh_code(
 def live_link(
     session: Session,
     *,
-    case: RemediationCase,
     request: DecisionRequest,
     person: Stakeholder,
     now: datetime,
@@ -206,18 +223,10 @@ def live_link(
     if code is None or code.used_at is not None or code.expires_at <= now or carried is None:
         return None
     hours = current_policy().approvals.link_ttl_hours
-    link = create_link(
-        session,
-        purpose=LinkPurpose.DECIDE,
-        case_id=case.id,
-        stakeholder_id=person.id,
-        request_id=request.id,
-        now=now,
-        expires_at=min(code.expires_at, now + timedelta(hours=hours)),
+    until = min(code.expires_at, now + timedelta(hours=hours))
+    return _decide_link(
+        session, request, person, now=now, expires_at=until, code_ciphertext=carried
     )
-    link.code_ciphertext = carried
-    session.add(link)
-    return link
 
 
 def reissue_code(
@@ -242,7 +251,6 @@ def reissue_code(
         session.add(old)
     link, private = _fresh_code(
         session,
-        case,
         request,
         person,
         vault=vault,

@@ -259,7 +259,7 @@ def _act(session: Session, case: RemediationCase, item: DueItem, now: datetime) 
         private: dict[uuid.UUID, dict[str, Any]] = {}
         for person in approvers:
             # a link lives less long than a decision may wait: a reminder brings a working one
-            link = live_link(session, case=case, request=request, person=person, now=now)
+            link = live_link(session, request=request, person=person, now=now)
             if link is not None:
                 private[person.id] = {
                     "link_id": str(link.id),
