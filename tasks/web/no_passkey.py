@@ -62,15 +62,17 @@ def tell_case_lead_without_passkey(
             },
         )
         if rows:
-            append_audit(
-                session,
-                chain=case.reference,
-                actor="system:approval-page",
-                action="passkey.missing",
-                at=now,
-                subject_type="decision_request",
-                subject_id=str(request.id),
-                details={"approver": person.key, "kind": request.kind.value},
-            )
             told.append(person.key)
+    if told:
+        # one event for everyone the case lead was told of: the request is the subject
+        append_audit(
+            session,
+            chain=case.reference,
+            actor="system:approval-page",
+            action="passkey.missing",
+            at=now,
+            subject_type="decision_request",
+            subject_id=str(request.id),
+            details={"approvers": told, "kind": request.kind.value},
+        )
     return told
