@@ -1,7 +1,9 @@
-"""deliver-notifications: drains whatever the outbox still holds (scheduled every minute).
+"""deliver-notifications: drains whatever the outbox still holds (every `delivery_drain_seconds`).
 
-Steps send their own messages as they go; this catches what failed, what was written while a
-mail server was down, and anything a crash left behind.
+Steps and sweeps send their own messages as they go; this catches what failed, what was written
+while a mail server was down, and anything a crash left behind: a message claimed by a process
+that died is sent by the first drain after its lease runs out, within the lease plus one drain
+interval (two minutes and one by default; tasks/drain.py).
 """
 
 from __future__ import annotations

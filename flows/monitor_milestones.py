@@ -17,7 +17,7 @@ from datetime import datetime
 from prefect import flow, get_run_logger
 
 from tasks.monitoring.sweep import CaseCheck, DueItem
-from tasks.orchestration.step_tasks import deliver_case_task
+from tasks.orchestration.step_tasks import deliver_all_task, deliver_case_task
 from tasks.orchestration.sweep_tasks import (
     check_case_task,
     close_completed_task,
@@ -56,6 +56,8 @@ def _sweep(at: datetime) -> dict[str, int]:
     checks = [monitor_case(ref, items, at) for ref, items in sorted(plan.by_case.items())]
     closing = close_completed_task(at)
     repairs = reconcile_task(at)
+    # what a dead process left leased in the outbox goes out now its lease has run out
+    leftover = deliver_all_task()
     publish_portfolio_task(at)
     summary = {
         "candidates": plan.candidates,
@@ -63,6 +65,7 @@ def _sweep(at: datetime) -> dict[str, int]:
         "reminders_sent": sum(len(c.sent) for c in checks),
         "moved_to_closure": len(closing),
         "repairs": len(repairs),
+        "leftover_delivered": leftover.delivered,
     }
     get_run_logger().info("sweep at %s: %s", at.isoformat(), summary)
     return summary

@@ -79,6 +79,14 @@ class Settings(BaseSettings):
     delivery_drain_seconds: int = Field(
         default=60, ge=5, le=3600, description="How often deliver-notifications drains the outbox."
     )
+    delivery_lease_seconds: int = Field(
+        default=120,
+        ge=1,
+        le=300,
+        description="How long a drain holds the messages it is sending. One held by a process "
+        "that died is sent by the first drain after the lease runs out: within the lease plus "
+        "`delivery_drain_seconds` (three minutes by default).",
+    )
     delivery_max_attempts: int = Field(default=8, ge=1, le=50)
     delivery_backoff_seconds: float = Field(default=30.0, gt=0, le=3600)
     runner_limit: int = Field(

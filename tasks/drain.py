@@ -1,11 +1,14 @@
 """Draining the outbox: claim due messages, render, send through apprise, record each attempt.
 
-The guarantee is at-least-once. A message is claimed (a lease) and its attempt counted before it
-is sent, and recorded as delivered after; if the process dies in between, the lease runs out and
-a later drain sends it again, so a crash can duplicate at most the messages in flight, each
-carrying the same idempotency key (header X-Remedy-Key) for the receiver to drop a repeat.
-Failures back off exponentially and stop after `delivery_max_attempts` (audited). Leases and
-backoff run on the wall clock; the `now` a caller passes dates only what is recorded.
+The guarantee is at-least-once. A message is claimed (a lease of `delivery_lease_seconds`) and its
+attempt counted before it is sent, and recorded as delivered after; if the process dies in
+between, the lease runs out and the next drain sends it again (deliver-notifications runs every
+`delivery_drain_seconds`), so a crash can duplicate at most the messages in flight, each carrying
+the same idempotency key (header X-Remedy-Key) for the receiver to drop a repeat. A slow drain
+renews its claim before each send once half the lease is gone, and only while no other drain has
+claimed the message since. Failures back off exponentially and stop after
+`delivery_max_attempts` (audited). Leases and backoff run on the wall clock; the `now` a caller
+passes dates only what is recorded.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from tasks.context import utcnow
 from tasks.store.audit import SYSTEM_CHAIN, append_audit
 from tasks.store.consent import withdrawn_people
 from tasks.store.db import is_postgres, read_only, unit_of_work
-from tasks.store.links import link_url
+from tasks.store.links import link_url, run_link_url
 from tasks.store.vault import get_vault
 
 # Every template may name these; a message without them renders them as absent.
@@ -47,7 +50,7 @@ BASE_CONTEXT: dict[str, Any] = {
     "approval_link": None,
     "progress_link": None,
     "enrol_link": None,
-    "ui_link": None,
+    "run_link": None,  # the stable link to the run waiting on a decision, never the run itself
     "code": None,
     "code_expires_at": None,
     "narrative": None,
@@ -55,10 +58,10 @@ BASE_CONTEXT: dict[str, Any] = {
     "visibility": "minimal",
     "step": 1,
 }
-LEASE = timedelta(minutes=2)
 BATCH = 25
 MAX_BACKOFF = timedelta(hours=1)
 SENSITIVE = ("code_ciphertext", "sealed")
+LINK_KEYS = ("link_id", "flow_run_id")  # what links are made of; no template links a run itself
 
 
 class DeliveryReport(BaseModel):
@@ -81,13 +84,28 @@ class Prepared:
     rendered: Rendered
 
 
-def claim_due(*, limit: int = 200, case_id: uuid.UUID | None = None) -> list[uuid.UUID]:
-    """Take a lease on due messages and count the attempt; return their ids.
+def lease_period() -> timedelta:
+    """How long a claim holds (the setting; at most five minutes)."""
+    return timedelta(seconds=get_settings().delivery_lease_seconds)
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A claimed message: its id, the attempt the claim counted (the fence), until when."""
+
+    id: uuid.UUID
+    attempt: int
+    until: datetime
+
+
+def claim_due(*, limit: int = 200, case_id: uuid.UUID | None = None) -> list[Lease]:
+    """Take a lease on due messages and count the attempt; return the leases.
 
     Due-ness and the lease are the wall clock's, never a caller's moment: a drain told it is
     2031 must neither send a message early nor hold it until 2031 if it dies.
     """
     now = utcnow()
+    until = now + lease_period()
     with unit_of_work() as session:
         query = (
             select(Notification)
@@ -108,10 +126,39 @@ def claim_due(*, limit: int = 200, case_id: uuid.UUID | None = None) -> list[uui
             query = query.with_for_update(skip_locked=True)  # parallel drains share the work
         rows = session.exec(query).all()
         for row in rows:
-            row.claimed_until = now + LEASE
+            row.claimed_until = until
             row.attempts += 1
             session.add(row)
-        return [r.id for r in rows]
+        return [Lease(id=r.id, attempt=r.attempts, until=until) for r in rows]
+
+
+def keep(lease: Lease) -> bool:
+    """Make sure a claim holds for a whole send before it starts; False if it was lost.
+
+    A batch is claimed at once. Once half its lease is gone (a slow or hanging server), each
+    further message's lease is renewed before it is sent, but only if no other drain has claimed
+    it since (its attempt count is still the one this claim set): a slow drain never sends a
+    message that another drain has taken over.
+    """
+    now = utcnow()
+    period = lease_period()
+    if lease.until - now > period / 2:
+        return True
+    with unit_of_work() as session:
+        row = session.exec(
+            select(Notification)
+            .where(
+                Notification.id == lease.id,
+                Notification.attempts == lease.attempt,
+                Notification.status == NotificationStatus.PENDING,
+            )
+            .with_for_update()
+        ).first()
+        if row is None:
+            return False
+        row.claimed_until = now + period
+        session.add(row)
+        return True
 
 
 def _withdrawn(case_id: uuid.UUID | None, mentions: list[str]) -> bool:
@@ -131,11 +178,11 @@ def _secret(ref: str) -> str:
 
 def render_context(row: Notification, case_ref: str | None, now: datetime) -> dict[str, Any]:
     """Everything a template may use: the stored context, decrypted parts and links."""
-    from tasks.orchestration.runs import flow_run_link, ui_url
+    from tasks.orchestration.runs import ui_url
 
     vault = get_vault()
     ctx: dict[str, Any] = dict(BASE_CONTEXT)
-    ctx.update({k: v for k, v in row.context.items() if k not in SENSITIVE and k != "link_id"})
+    ctx.update({k: v for k, v in row.context.items() if k not in SENSITIVE and k not in LINK_KEYS})
     if row.context.get("code_ciphertext"):
         ctx["code"] = vault.decrypt(row.context["code_ciphertext"])["code"]
     if row.context.get("sealed"):
@@ -148,9 +195,10 @@ def render_context(row: Notification, case_ref: str | None, now: datetime) -> di
                 link.purpose.value, "progress_link"
             )
             ctx[key] = link_url(link.id, link.expires_at)
-    if row.context.get("flow_run_id"):
-        ctx["ui_link"] = flow_run_link(uuid.UUID(row.context["flow_run_id"]))
     base = ui_url()
+    if base and row.context.get("request_id"):
+        # a run may crash and be replaced; this address leads to whichever waits now
+        ctx["run_link"] = run_link_url(uuid.UUID(row.context["request_id"]))
     if base and case_ref:
         ctx["case_view_link"] = f"{base.rstrip('/')}/artifacts/key/case-{case_ref.lower()}"
     return ctx
@@ -292,13 +340,15 @@ def deliver_due(*, now: datetime, limit: int = 200, case_ref: str | None = None)
             case_id = case.id
     report = DeliveryReport()
     while report.claimed < limit:
-        # small batches: a lease covers a batch's sending many times over
-        ids = claim_due(limit=min(BATCH, limit - report.claimed), case_id=case_id)
-        if not ids:
+        # small batches: a lease usually covers a batch's sending; keep() renews it if not
+        leases = claim_due(limit=min(BATCH, limit - report.claimed), case_id=case_id)
+        if not leases:
             break
-        report.claimed += len(ids)
-        for notification_id in ids:
-            outcome = deliver_one(notification_id, now=now)
+        report.claimed += len(leases)
+        for lease in leases:
+            if not keep(lease):
+                continue  # another drain has taken it over
+            outcome = deliver_one(lease.id, now=now)
             if outcome in ("delivered", "failed", "gave_up", "suppressed"):
                 setattr(report, outcome, getattr(report, outcome) + 1)
     return report

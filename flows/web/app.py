@@ -4,10 +4,12 @@
 REMEDY_APPROVAL_PORT (127.0.0.1:8686). The routes are `GET /healthz`, `GET /a/{token}` (shows;
 never changes anything, so link scanners decide nothing), `POST /a/{token}` (acts, with a CSRF
 token, the recipient typing their stakeholder key and, where the policy asks, confirming with
-their passkey), `POST /a/{token}/options` (a passkey challenge, as JSON, for the page's script)
-and `GET /static/...` (that script). An enrolment link (`remedy passkey invite`) is served on the
-same addresses. This module only parses requests and renders pages; the work is in tasks/web/
-(links, refusals, guard, forms, actions, gate and passkeys, enrolment).
+their passkey), `POST /a/{token}/options` (a passkey challenge, as JSON, for the page's script),
+`GET /r/{token}` (a message's stable link to the run waiting on a decision: a 303 to it in the
+Prefect UI, or a page saying the decision no longer waits) and `GET /static/...` (that script).
+An enrolment link (`remedy passkey invite`) is served on the same addresses. This module only
+parses requests and renders pages; the work is in tasks/web/ (links, refusals, guard, forms,
+actions, gate and passkeys, enrolment, run links).
 """
 
 from __future__ import annotations
@@ -29,7 +31,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.responses import (
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+)
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -73,6 +81,7 @@ from tasks.web.gate import (
 from tasks.web.guard import check_post, csrf_token
 from tasks.web.refusals import LinkRefusedError
 from tasks.web.resolve import LinkView, decision_markdown, resolve_link
+from tasks.web.runlink import follow_run_link
 
 log = logging.getLogger("remedy.approval_page")
 
@@ -321,6 +330,19 @@ async def options(request: Request) -> Response:
     return Response(body, media_type="application/json")
 
 
+async def run_link(request: Request) -> Response:
+    """Send a message's stable link on to the run waiting on its decision now (reads only)."""
+    try:
+        answer = await run_in_threadpool(
+            follow_run_link, request.path_params["token"], now=utcnow()
+        )
+    except LinkRefusedError as exc:
+        return refused_page(exc)
+    if answer.redirect is not None:
+        return RedirectResponse(answer.redirect, status_code=303)
+    return page("message", answer.status, title=answer.title, message=answer.message, hint=None)
+
+
 async def show_enrolment(token: str) -> Response:
     """Show an enrolment link (reads only)."""
     try:
@@ -396,6 +418,7 @@ def create_app(*, check_seconds: float = 10.0) -> Starlette:
             Route("/healthz", healthz, methods=["GET"]),
             Route("/a/{token}", token_route, methods=["GET", "POST"]),
             Route("/a/{token}/options", options, methods=["POST"]),
+            Route("/r/{token}", run_link, methods=["GET"]),
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
         ],
         exception_handlers={

@@ -1,10 +1,10 @@
 """The approval page's limit per client address, as ASGI middleware (work: tasks/web/ratelimit.py).
 
-A request to the links (`/a/...`) beyond its client's budget gets a plain 429 with Retry-After,
-before anything is read or stored; the others are served with their client named, so the junk
-tokens among them are counted for it. What was counted is written once a minute by a task of the
-app's lifespan (or, where no lifespan runs, after the first request past the minute), and when the
-page stops.
+A request to the links (`/a/...`, and the stable run links `/r/...`) beyond its client's budget
+gets a plain 429 with Retry-After, before anything is read or stored; the others are served with
+their client named, so the junk tokens among them are counted for it. What was counted is written
+once a minute by a task of the app's lifespan (or, where no lifespan runs, after the first request
+past the minute), and when the page stops.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from tasks.web.ratelimit import (
 
 log = logging.getLogger("remedy.approval_page")
 
-LINKS = "/a/"
+LINKS = ("/a/", "/r/")  # the approval links and the stable run links: both carry tokens
 CHECK_SECONDS = 15.0  # how often the lifespan's task looks whether a minute of junk is due
 
 

@@ -5,6 +5,11 @@ decision past its due time (reminder) or past the grace period (escalation n). E
 naming the milestone or decision and its deadline; `reminder_sent` records the keys acted on, so
 a sweep never repeats a reminder and an extended deadline gets reminders of its own.
 
+A key is written in the same transaction as the outbox rows of its messages (`check_case`): it
+says "handed to the outbox", never "sent". A sweep killed before its commit leaves neither, and
+the next sweep sends the reminders; one killed after it, while delivering, leaves both, and the
+drain sends what is still pending once the dead sweep's lease runs out (tasks/drain.py).
+
 `now` is the sweep's moment: the wall clock in production (the deployment takes no other,
 flows/monitor_milestones.py); a chosen one only on a store marked as a simulation.
 """
@@ -198,7 +203,8 @@ def check_case(case_ref: str, items: list[DueItem], *, now: datetime) -> CaseChe
             ):
                 skipped.append(item.key)
                 continue
-            # when it really went out: a simulated sweep's moment is in the audit, not here
+            # committed with its messages' outbox rows; the wall clock (a simulated sweep's
+            # moment is in the audit, not here)
             session.add(ReminderSent(key=item.key, case_id=case.id, sent_at=utcnow()))
             sent.append(item.key)
         append_audit(

@@ -23,10 +23,12 @@ def case_artifact_key(case_ref: str) -> str:
     return f"case-{case_ref.lower()}"
 
 
-def case_view(
-    case_ref: str, *, now: datetime, link: Callable[[uuid.UUID | None], str | None]
-) -> str:
-    """Render a case's view: step, status, waiting decisions, milestones (references only)."""
+def case_view(case_ref: str, *, now: datetime, link: Callable[[uuid.UUID], str | None]) -> str:
+    """Render a case's view: step, status, waiting decisions, milestones (references only).
+
+    `link` gives a waiting request's stable link (tasks/store/links.py `run_link_url`), never its
+    run's page: the artifact outlives a run that crashes and is replaced.
+    """
     with read_only() as session:
         case = get_case(session, case_ref)
         waiting = session.exec(
@@ -69,7 +71,7 @@ def case_view(
                 "|---|---|---|---|---|",
             ]
             for r in waiting:
-                url = link(r.flow_run_id)
+                url = link(r.id)
                 where = f"[flow run]({url})" if url else "-"
                 due = f"{r.due_at:%Y-%m-%d %H:%M}" if r.due_at else "-"
                 lines.append(
@@ -108,9 +110,9 @@ def case_view(
 
 def publish_case_view(case_ref: str, *, now: datetime) -> uuid.UUID:
     """Create the next version of the case's markdown artifact."""
-    from tasks.orchestration.runs import flow_run_link
+    from tasks.store.links import run_link_url
 
-    markdown = case_view(case_ref, now=now, link=flow_run_link)
+    markdown = case_view(case_ref, now=now, link=run_link_url)
     artifact_id = create_markdown_artifact(
         key=case_artifact_key(case_ref),
         markdown=markdown,

@@ -530,7 +530,7 @@ def test_a_drain_told_a_later_moment_leases_on_the_wall_clock(
     """A message in flight is leased for minutes from now: a dead drain cannot hold it for years."""
     from sqlmodel import select
 
-    from tasks.drain import LEASE
+    from tasks.drain import lease_period
     from tasks.store.db import read_only
 
     leases: list[datetime | None] = []
@@ -551,7 +551,7 @@ def test_a_drain_told_a_later_moment_leases_on_the_wall_clock(
     try:
         start_sample_case(Clock())
         assert deliver(LATER).delivered > 0
-        latest = datetime.now(UTC) + LEASE
+        latest = datetime.now(UTC) + lease_period()
         assert leases and all(at is not None and at <= latest for at in leases)
     finally:
         catcher.stop()
@@ -635,3 +635,79 @@ def test_a_milestone_title_typed_as_a_link_arrives_in_chat_as_text(
     assert {c.type for c in children} == {"text", "strong_open", "strong_close"}
     shown = "".join(c.content for c in children)
     assert shown.endswith(f"was verified: {title}.")
+
+
+# --- links that survive a repair -----------------------------------------------------------------
+
+
+def test_a_decision_mail_links_no_run_but_an_address_that_follows_the_repair(
+    store: Store, mail: MailCatcher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import uuid
+    import warnings
+
+    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, temporary_settings
+    from starlette.exceptions import StarletteDeprecationWarning
+
+    from flows.web.app import create_app
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", StarletteDeprecationWarning)
+        from starlette.testclient import TestClient
+
+    ui = "http://127.0.0.1:4200"  # the Prefect UI as links name it (no API: no run is asked after)
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.setenv("PREFECT_UI_URL", ui)
+    settings_changed()
+    with temporary_settings({PREFECT_API_URL: None, PREFECT_UI_URL: ui}):
+        case = start_sample_case(Clock())
+        case.prepare(DecisionKind.SCREENING)
+        deliver(case.clock.tick())
+        [request_mail] = [m for m in mail.messages if "Decision needed" in str(m["Subject"])]
+        body = parts(request_mail)
+        assert all("/runs/flow-run/" not in text for text in body.values())  # no run, ever
+        found = re.search(r"http://localhost:8686(/r/[A-Za-z0-9_-]+)", body["text/plain"])
+        assert found is not None and found.group(1) in body["text/html"]
+
+        with TestClient(create_app(check_seconds=0)) as page:
+            went = page.get(found.group(1), follow_redirects=False)
+            assert (went.status_code, went.headers["location"]) == (
+                303,
+                f"{ui}/runs/flow-run/{case.run_id}",
+            )
+            case.run_id = uuid.uuid4()  # the run crashed; the repair's run takes the step over
+            case.prepare(DecisionKind.SCREENING)
+            went = page.get(found.group(1), follow_redirects=False)
+            assert went.headers["location"] == f"{ui}/runs/flow-run/{case.run_id}"
+
+
+# --- a slow drain keeps its claim, or gives it up to the drain that took it over ----------------
+
+
+@pytest.mark.parametrize("store", ["sqlite"], indirect=True)  # one backend is enough here
+def test_a_drain_past_its_lease_sends_nothing_another_drain_has_claimed(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dataclasses import replace
+
+    from tasks.drain import claim_due, keep, lease_period
+
+    monkeypatch.setenv("REMEDY_DELIVERY_LEASE_SECONDS", "60")
+    settings_changed()
+    assert lease_period() == timedelta(seconds=60)
+    start_sample_case(Clock(now=datetime.now(UTC) - timedelta(minutes=5)))
+    first, second, *_ = claim_due()
+    assert keep(first)  # a fresh claim holds: nothing to renew
+    # the slow drain is past its lease (in its memory and in the store); nobody has taken its
+    # messages yet
+    _lease_runs_out()
+    first, second = (
+        replace(x, until=datetime.now(UTC) - timedelta(seconds=1)) for x in (first, second)
+    )
+    assert keep(second)  # so it renews the claim before sending
+    [renewed] = rows(Notification, Notification.id == second.id)
+    assert renewed.claimed_until is not None
+    assert renewed.claimed_until > datetime.now(UTC) + timedelta(seconds=50)
+    taken = {lease.id for lease in claim_due()}  # meanwhile another drain claims the others
+    assert first.id in taken and second.id not in taken
+    assert not keep(first)  # the slow drain lets it go: one sender per message
