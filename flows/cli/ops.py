@@ -149,13 +149,17 @@ def notifications_check() -> int:
 def doctor(*, as_json: Annotated[bool, Parameter(name="--json")] = False) -> int:
     """List cases whose stored state and Prefect runs disagree (exit 1 if any)."""
     from tasks.context import utcnow
-    from tasks.monitoring.doctor import diagnose
+    from tasks.monitoring.doctor import default_silence, diagnose
 
     findings = diagnose(now=utcnow())
+    silence = f"a run unheard for {default_silence().total_seconds() / 60:.0f} min counts as dead"
     if as_json:
         out.print_json(json.dumps([f.model_dump(mode="json") for f in findings]))
     elif not findings:
-        out.print("Store and Prefect agree: every waiting decision has a live suspended run.")
+        out.print(
+            "Store and Prefect agree: every waiting decision has a live suspended run and every "
+            f"step in progress a live run ({silence})."
+        )
     else:
         table = Table("case", "step", "problem", "flow run", "run state", "repair")
         for f in findings:
@@ -168,6 +172,7 @@ def doctor(*, as_json: Annotated[bool, Parameter(name="--json")] = False) -> int
                 f.repair,
             )
         out.print(table)
+        out.print(f"The next monitoring sweep repairs these ({silence}); `remedy monitor` at once.")
     return EXIT_FAILED if findings else EXIT_OK
 
 

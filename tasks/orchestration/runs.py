@@ -134,6 +134,26 @@ def cancel_waiting_runs(flow_run_ids: list[uuid.UUID], *, why: str) -> int:
     return cancelled
 
 
+def mark_crashed(flow_run_id: uuid.UUID, *, why: str) -> bool:
+    """Set a run whose process is gone to Crashed, as Prefect's zombie automation would.
+
+    A runner killed with its children reports nothing, so the run says Running for ever; once
+    Crashed, a run of the same step started after it no longer finds the step carried (tasks/
+    orchestration/step_tasks.py, `_open_step`). Final or missing runs are left as they are.
+    """
+    from prefect.states import Crashed
+
+    with get_client(sync_client=True) as client:
+        try:
+            run = client.read_flow_run(flow_run_id)
+        except ObjectNotFound:
+            return False
+        if run.state is not None and run.state.is_final():
+            return False
+        client.set_flow_run_state(flow_run_id, Crashed(message=why), force=True)
+        return True
+
+
 def emit_case_closed(case_ref: str) -> None:
     """Announce a closure; the capture-lessons deployment is triggered by this event."""
     emit_event(

@@ -11,19 +11,28 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, suppress
+from datetime import timedelta
+from functools import partial
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import pytest
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import StateType
 
 from demo.scripted import ScriptedStakeholders
 from models.enums import CaseState, DecisionRequestStatus
 from tests.conftest import ROOT
 from tests.e2e.conftest import E2E
 from tests.e2e.helpers import open_case, wait_for
+
+if TYPE_CHECKING:
+    from models.tables import DecisionRequest
+    from tasks.monitoring.doctor import Finding
+    from tasks.monitoring.reconcile import Repair
 
 pytestmark = [pytest.mark.prefect, pytest.mark.slow]
 T = TypeVar("T")
@@ -152,84 +161,240 @@ def _flow_run_pids(run_id: uuid.UUID) -> list[int]:
     return pids
 
 
-def _kill_when_resumed(run_id: uuid.UUID, timeout: float = 60.0) -> None:
-    """SIGKILL the resumed run's process the moment it exists (polled fast: runs are quick)."""
+# --- SIGKILL inside each step; the sweep's reconciler is the only repair --------------------------
+
+# Where each step is killed: the decision submitted first (for steps 3 and 4 the previous step's
+# last one, whose handover starts the step), whose run is killed, and when.
+KILLS: dict[int, tuple[str, str, str]] = {
+    1: ("screening", "resumed", "running"),  # before it records: the submission is recovered
+    2: ("impact_assessment", "resumed", "recorded"),  # recorded; the next not asked yet
+    3: ("response", "entered", "drafted"),  # after the plan draft, before the agreement
+    4: ("plan_budget", "entered", "running"),  # before the milestones are activated
+    5: ("closure", "resumed", "running"),
+    6: ("lessons", "resumed", "running"),
+}
+NEXT = {1: "safety", 2: "response", 3: "plan_agreement", 5: "closure_confirmation"}
+SILENCE = timedelta(seconds=3)  # the doctor's patience in these tests (by default 9 minutes)
+_WALK: dict[str, str] = {}  # the one case walking through the six steps, killed once in each
+
+
+def _poll(predicate: Callable[[], T], timeout: float, what: str, every: float = 0.02) -> T:
+    """Poll fast: a kill must land inside a step's work, which takes well under a second."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        pids = _flow_run_pids(run_id)
-        if pids:
-            for pid in pids:
-                os.kill(pid, signal.SIGKILL)
-            return
-        time.sleep(0.02)
-    raise TimeoutError(f"no process for the resumed run {run_id} in {timeout:.0f} s")
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise TimeoutError(f"timed out waiting for {what}")
 
 
-def _settled(run_id: uuid.UUID, suspend_key: str, timeout: float = 300.0) -> str:
-    """Wait until a killed run is final, or suspended on another key (the kill came too late)."""
-
-    def settled() -> str | None:
-        with get_client(sync_client=True) as client:
-            state = client.read_flow_run(run_id).state
-        if state is None:
-            return None
-        if state.is_final():
-            return state.name
-        if state.is_paused() and state.state_details.pause_key != suspend_key:
-            return "suspended-again"
-        return None
-
-    return str(wait_for(settled, timeout, f"the killed run {run_id} to settle"))
+def _run_state(run_id: uuid.UUID) -> StateType | None:
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(run_id).state
+    return state.type if state is not None else None
 
 
-def test_sigkill_in_the_middle_of_a_step_then_run_again(
-    live: E2E, examples: Path, tmp_path: Path
-) -> None:
+@contextmanager
+def _runner_dead(live: E2E, dead: bool) -> Iterator[None]:
+    """Freeze the runner (SIGSTOP) so that nobody reports the run killed meanwhile, as after a
+    runner killed with its children; let it go (SIGCONT) at the end whatever happens, for the
+    tests after this one."""
+    pid = live.stack.processes["runner"].pid
+    if dead:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        if dead:
+            os.kill(pid, signal.SIGCONT)
+
+
+def _case_id(ref: str) -> uuid.UUID:
+    from tasks.store.cases import get_case
+    from tasks.store.db import read_only
+
+    with read_only() as session:
+        return get_case(session, ref).id
+
+
+def _case_state(ref: str) -> CaseState:
+    from tasks.store.cases import case_summary
+
+    return case_summary(ref).state
+
+
+def _decided(ref: str, kind: str) -> bool:
+    return kind in {d[0] for d in snapshot(ref)["decisions"]}  # type: ignore[attr-defined]
+
+
+def _kill_point(ref: str, step: int, run_id: uuid.UUID, when: str) -> Callable[[], bool]:
+    """What the kill waits for, read from Prefect or from the store."""
+    from models.tables import ActionPlan
+    from tests.integration.factories import rows
+
+    if when == "running":
+        return lambda: _run_state(run_id) == StateType.RUNNING
+    if when == "recorded":
+        return lambda: _decided(ref, KILLS[step][0])
+    assert when == "drafted"
+    return lambda: bool(rows(ActionPlan, ActionPlan.case_id == _case_id(ref)))
+
+
+def _entry_run(ref: str, step: int) -> uuid.UUID | None:
+    """The run the case's entry into a step is bound to (by the handover that started it)."""
+    from models.tables import StepRun
+    from tests.integration.factories import rows
+
+    found = rows(StepRun, StepRun.case_id == _case_id(ref), StepRun.step == step)
+    return found[0].flow_run_id if found else None
+
+
+def _open_milestones(ref: str) -> bool:
+    from demo.scripted import _open_milestones as open_ones
+
+    return _case_state(ref) == CaseState.IMPLEMENTING and bool(open_ones(ref))
+
+
+def _decide_until(ref: str, kind: str, people: ScriptedStakeholders) -> DecisionRequest:
+    """Take the case's decisions as the script says until `kind` waits; return its request."""
+    from tasks.decisions.resume import waiting_run_ready
+
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        waiting = _waiting_or_none(ref)
+        if waiting is not None and waiting_run_ready(waiting):
+            if waiting.kind.value == kind:
+                return waiting
+            people.decide(waiting)
+        elif waiting is None and _open_milestones(ref):
+            people.finish_milestones(ref, "lena.lead")
+        else:
+            time.sleep(0.3)
+    raise TimeoutError(f"{ref}: {kind} never came to wait")
+
+
+def _submit(request: DecisionRequest) -> None:
+    """Submit the script's form as its approver would, without waiting for the outcome."""
     from demo.scripted import SAMPLE_SCRIPT
     from tasks.decisions.resume import issued_code, submit_with_code
 
-    ref = open_case(examples, tmp_path)
-    # submit step 1's decisions one by one and kill each resumed run as it starts; a run can be
-    # quick enough to record the decision and suspend on the next one before the kill lands, so
-    # try again on the next decision until a kill catches a run in the middle
-    for kind in ("screening", "safety", "verification"):
-        wait_for(lambda k=kind: waiting_kind(ref) == k, what=f"{kind} to wait")  # type: ignore[misc]
-        request = _waiting(ref)
+    who, values = SAMPLE_SCRIPT[request.kind]
+    code = issued_code(request.id, who) or ""
+    form = {**values, "approver": who, "approval_code": code}
+    submit_with_code(request.id, form, channel="script")
+
+
+def _findings(ref: str) -> list[Finding]:
+    """What the doctor finds for this case, unheard runs counting as dead after SILENCE."""
+    from tasks.context import utcnow
+    from tasks.monitoring.doctor import diagnose, read_runs
+
+    found = diagnose(now=utcnow(), runs=partial(read_runs, silence=SILENCE))
+    return [f for f in found if f.case_ref == ref]
+
+
+def _kill(live: E2E, ref: str, step: int, request: DecisionRequest) -> tuple[uuid.UUID, Repair]:
+    """Submit, SIGKILL the step's run at its kill point, and repair as the next sweep does."""
+    from tasks.context import utcnow
+    from tasks.monitoring.reconcile import reconcile
+
+    _, how, when = KILLS[step]
+    runner_dead = step > 1  # step 1: the runner sees its child die and reports it Crashed
+    # the process that suspended the run may still be exiting: only a new one is the resumed run
+    exiting = set(_flow_run_pids(request.flow_run_id)) if request.flow_run_id else set()
+    _submit(request)
+    if how == "resumed":
         run_id = request.flow_run_id
-        assert run_id is not None
-        who, values = SAMPLE_SCRIPT[request.kind]
-        code = issued_code(request.id, who) or ""
-        form = {**values, "approver": who, "approval_code": code}
-        submit_with_code(request.id, form, channel="script")
-        _kill_when_resumed(run_id)
-        # the runner notices its child died and marks the run crashed (slow on a loaded machine)
-        state = _settled(run_id, request.suspend_key)
-        if state != "suspended-again":
-            break
     else:
-        pytest.fail("no kill landed in the middle of a step in three tries")
-    assert state in ("Crashed", "Failed", "Completed"), state
+        run_id = _poll(lambda: _entry_run(ref, step), 120, f"step {step}'s run", every=0.1)
+    assert run_id is not None
+    _poll(lambda: set(_flow_run_pids(run_id)) - exiting, 120, f"a process for run {run_id}")
+    with _runner_dead(live, runner_dead):
+        _poll(_kill_point(ref, step, run_id, when), 60, f"step {step}: {when}")
+        pids = _flow_run_pids(run_id)
+        assert set(pids) - exiting, f"run {run_id} ended before the kill"
+        for pid in pids:
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        state = _run_state(run_id)
+        assert state in (StateType.RUNNING, StateType.CRASHED), f"the kill came late: {state}"
+        expected = "step-run-silent" if runner_dead else "step-run-lost"
 
-    # the operator runs the step again: it takes over, recovers the submission, goes on
-    again = start_again("verify-allegation", ref)
+        def found() -> list[Finding]:
+            return [f for f in _findings(ref) if f.kind == expected]
 
-    def next_waiting():  # type: ignore[no-untyped-def]
-        decided = {d[0] for d in snapshot(ref)["decisions"]}  # type: ignore[attr-defined]
-        waiting = _waiting_or_none(ref)
-        return waiting if kind in decided and waiting and waiting.flow_run_id != run_id else None
+        [finding] = _poll(found, 60, f"the doctor to find {expected}", every=0.5)
+        assert (finding.step, finding.flow_run_id, finding.run_silent) == (
+            step,
+            run_id,
+            runner_dead,
+        )
+        repairs = reconcile(now=utcnow(), findings=_findings(ref))
+        assert [(r.case_ref, r.step) for r in repairs] == [(ref, step)]
+        assert repairs[0].flow_run_id not in (None, run_id)
+        assert _run_state(run_id) == StateType.CRASHED  # by the reconciler if the runner is dead
+    return run_id, repairs[0]
 
-    nxt = wait_for(next_waiting, timeout=120, what=f"{kind} to be recorded and the next to wait")
-    if nxt.step == 1:
-        assert nxt.flow_run_id == again  # the new run carries step 1 now
+
+def _new_events(
+    before: Counter[tuple[str, str]], after: Counter[tuple[str, str]]
+) -> Counter[tuple[str, str]]:
+    return Counter({k: n - before.get(k, 0) for k, n in after.items() if n > before.get(k, 0)})
+
+
+@pytest.mark.parametrize("step", [1, 2, 3, 4, 5, 6], ids=lambda s: f"step{s}")
+def test_sigkill_inside_a_step_is_repaired_by_the_next_sweep(
+    live: E2E, examples: Path, tmp_path: Path, step: int
+) -> None:
+    """One case walks through the six steps and, in each, the run at work is SIGKILLed: in step
+    1 the runner reports it Crashed; from step 2 on the runner is dead too, so the run would say
+    Running for ever. The sweep's reconciler alone brings the case back; nothing is doubled."""
+    if "ref" not in _WALK:
+        _WALK["ref"] = open_case(examples, tmp_path)
+    ref = _WALK["ref"]
+    request = _decide_until(ref, KILLS[step][0], ScriptedStakeholders())
+    before, mail_from = snapshot(ref), len(live.mail.messages)
+    killed, repair = _kill(live, ref, step, request)
+    new_run = repair.flow_run_id
+    assert new_run is not None
+
+    # the step runs again and reaches its next waiting decision, or its end
+    if step in NEXT:
+        _poll(lambda: waiting_kind(ref) == NEXT[step], 180, f"{NEXT[step]} to wait", every=0.5)
+        assert _waiting(ref).flow_run_id == new_run
+    elif step == 4:
+        from models.enums import MilestoneStatus
+        from models.tables import PlanAction
+        from tests.integration.factories import rows
+
+        def activated() -> bool:
+            actions = rows(PlanAction, PlanAction.case_id == _case_id(ref))
+            return bool(actions) and all(a.status == MilestoneStatus.ACTIVE for a in actions)
+
+        _poll(activated, 180, "the milestones to be activated", every=0.5)
+        assert wait_final(new_run) == "Completed"
+    else:
+        _poll(lambda: _case_state(ref) == CaseState.LESSONS_CAPTURED, 180, "lessons", every=0.5)
+    assert _decided(ref, KILLS[step][0])
+    assert _findings(ref) == []  # the next sweep has nothing left to repair
+
     after = snapshot(ref)
     decided = Counter(d[0] for d in after["decisions"])  # type: ignore[attr-defined]
-    assert decided[kind] == 1 and all(n == 1 for n in decided.values()), decided
-    audit: Counter[tuple[str, str]] = after["audit"]  # type: ignore[assignment]
-    assert all(n == 1 for (action, _), n in audit.items() if action != "case.transition")
-    notifications: list[str] = after["notifications"]  # type: ignore[assignment]
-    assert len(notifications) == len(set(notifications))
-    # and the case can still be decided to the end of step 1
-    ScriptedStakeholders().drive(ref, until=CaseState.DETERMINING_RESPONSE, timeout=180)
+    assert all(n == 1 for n in decided.values()), decided  # one decision per request and kind
+    entries = Counter(s for s, _ in after["step_runs"])  # type: ignore[attr-defined]
+    assert all(n == 1 for n in entries.values()), entries  # a repair carries the same entry
+    milestones: list[str] = after["milestones"]  # type: ignore[assignment]
+    assert len(milestones) == len(set(milestones))
+    old: Counter[tuple[str, str]] = before["audit"]  # type: ignore[assignment]
+    new = _new_events(old, after["audit"])  # type: ignore[arg-type]
+    once = {k: n for k, n in new.items() if k[0] != "case.transition"}
+    assert all(n == 1 for n in once.values()) and not set(once) & set(old), new
+    assert [k[0] for k in once if k[0].startswith("reconcile.")] == ["reconcile.restarted"]
+    keys = Counter(str(m["X-Remedy-Key"]) for m in live.mail.messages[mail_from:])
+    earlier = {str(m["X-Remedy-Key"]) for m in live.mail.messages[:mail_from]}
+    assert all(n == 1 for n in keys.values()) and not set(keys) & earlier, keys
+    assert killed != new_run
 
 
 def _waiting_or_none(reference: str):  # type: ignore[no-untyped-def]
