@@ -12,6 +12,7 @@ environment, never on a command line.
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import signal
 import socket
@@ -122,10 +123,16 @@ class LocalStack:
     poll_seconds: int = 2
     approval_port: int = 8686
     extra_env: dict[str, str] = field(default_factory=dict)
+    # a SQLite server's writers queue for the lock instead of failing (False: Prefect's own way)
+    sqlite_in_turn: bool = True
     # the API credential; default: the one under `home`, made on first start
     auth_string: str | None = field(default=None, repr=False)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-    _logs: list[IO[bytes]] = field(default_factory=list)
+    _logs: dict[str, IO[bytes]] = field(default_factory=dict)
+    # how each part was started, so a dead one can be started again the same way
+    _commands: dict[str, tuple[list[str], dict[str, str]]] = field(default_factory=dict)
+    # process groups of parts that died and were replaced: flow runs they started may live on
+    _retired: list[int] = field(default_factory=list)
 
     @property
     def api_url(self) -> str:
@@ -187,11 +194,32 @@ class LocalStack:
     def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> None:
         logs = self.home / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        log = (logs / f"{name}.log").open("ab")
-        self._logs.append(log)
-        self.processes[name] = subprocess.Popen(
+        if name in self._logs:  # a part started again: its old log handle is done
+            self._logs.pop(name).close()
+        log = self._logs[name] = (logs / f"{name}.log").open("ab")
+        self.processes[name] = proc = subprocess.Popen(
             argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
+        self._commands[name] = (argv, env)
+        self.pid_file(name).write_text(f"{proc.pid}\n")
+
+    def pid_file(self, name: str) -> Path:
+        """Return where a part's process id is kept while it runs (for operators and tests)."""
+        return self.home / "logs" / f"{name}.pid"
+
+    def restart(self, name: str) -> subprocess.Popen[bytes]:
+        """Start a part that exited again, as it was started; return the new process.
+
+        Flow runs the dead part started may still be at work in its process group: they are
+        left to finish and stopped with the stack.
+        """
+        old = self.processes.pop(name)
+        if old.poll() is None:
+            raise StackError(f"{name} is still running")
+        self._retired.append(old.pid)
+        argv, env = self._commands[name]
+        self._spawn(name, argv, env)
+        return self.processes[name]
 
     def start_server(self, timeout: float = 120.0) -> str:
         """Start a Prefect server on 127.0.0.1 and wait until its API answers."""
@@ -205,6 +233,8 @@ class LocalStack:
                 "PREFECT_SERVER_API_AUTH_STRING": self.auth_string,
                 "PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS": self.ui_origins(),
                 "PREFECT_SERVER_API_CSRF_PROTECTION_ENABLED": "true",
+                # a 503 (e.g. SQLite's "database is locked") is logged, not only retried
+                "PREFECT_SERVER_LOG_RETRYABLE_ERRORS": "true",
             }
         )
         prefect_home = self.home / "prefect"
@@ -218,7 +248,11 @@ class LocalStack:
             env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = (
                 f"sqlite+aiosqlite:///{prefect_home / 'prefect.db'}"
             )
-        argv = [sys.executable, "-m", "prefect", "server", "start"]
+        # on SQLite, Prefect's server with every transaction taking the write lock first: no
+        # "database is locked" (503) under a few cases at once (flows/local/sqlite_server.py)
+        sqlite_in_turn = self.sqlite_in_turn and not self.server_database_url
+        server = "flows.local.sqlite_server" if sqlite_in_turn else "prefect"
+        argv = [sys.executable, "-m", server, "server", "start"]
         argv += ["--host", "127.0.0.1", "--port", str(self.port), "--analytics-off"]
         self._spawn("prefect-server", argv, env)
         self._wait("prefect-server", lambda: api_healthy(self.api_url), timeout)
@@ -268,6 +302,7 @@ class LocalStack:
         names = [name] if name else sorted(self.processes, key=lambda n: n != "runner")
         for n in names:
             proc = self.processes.pop(n, None)
+            self.pid_file(n).unlink(missing_ok=True)
             if proc is None or proc.poll() is not None:
                 continue
             os.killpg(proc.pid, sig)
@@ -277,6 +312,15 @@ class LocalStack:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=10)
         if name is None:
-            for log in self._logs:
+            for group in self._retired:
+                _signal_group(group, sig)
+            self._retired.clear()
+            for log in self._logs.values():
                 log.close()
             self._logs.clear()
+
+
+def _signal_group(group: int, sig: int) -> None:
+    """Signal what is left of a process group; nothing is left is fine."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(group, sig)

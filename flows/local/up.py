@@ -1,8 +1,9 @@
-"""`remedy up`: the embedded default, kept running until Ctrl-C.
+"""`remedy up`: the embedded default, kept running until Ctrl-C or SIGTERM.
 
 Starts a Prefect server on 127.0.0.1 (unless PREFECT_API_URL names a live one) with its data under
-REMEDY_HOME, and one runner serving every deployment; migrates the case store first. The server
-is locked with the credential kept in REMEDY_HOME/prefect-api.auth (made on the first start).
+REMEDY_HOME, one runner serving every deployment and the approval page; migrates the case store
+first. The server is locked with the credential kept in REMEDY_HOME/prefect-api.auth (made on the
+first start). What it started it supervises: a part that dies is started again with backoff.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from flows.local.credential import credential_path, ensure_credential
@@ -75,8 +77,76 @@ def start_stack(
     return stack
 
 
+@dataclass
+class Restarts:
+    """When a part of the stack died lately, and when it is due to start again."""
+
+    deaths: list[float] = field(default_factory=list)
+    due: float | None = None
+
+
+@dataclass
+class Supervisor:
+    """Start again what dies, with backoff; give up only on repeated immediate failure.
+
+    A part that dies is started again after 1 s, or 2, 4, 8 ... (at most `max_backoff`) when it
+    died more than once within `window` seconds. `max_deaths` deaths of one part within `window`
+    end the stack: something is broken that starting it again cannot fix. Each death and restart
+    is said and written to logs/supervisor.log: the part's name, exit code and process id only.
+    """
+
+    stack: LocalStack
+    say: Callable[[str], None]
+    max_deaths: int = 5
+    window: float = 60.0
+    max_backoff: float = 30.0
+    parts: dict[str, Restarts] = field(default_factory=dict)
+
+    def note(self, message: str) -> None:
+        """Say it, and keep it in the stack's supervisor log."""
+        self.say(message)
+        with self.stack.log("supervisor").open("a") as log:
+            log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
+
+    def check(self, now: float) -> bool:
+        """Notice dead parts and start again those that are due; False when the stack must end."""
+        for name, proc in list(self.stack.processes.items()):
+            part = self.parts.setdefault(name, Restarts())
+            if part.due is None and proc.poll() is not None:
+                if not self._schedule(name, part, proc.returncode, now):
+                    return False
+            elif part.due is not None and now >= part.due:
+                part.due = None
+                new = self.stack.restart(name)
+                self.note(f"{name} started again (process {new.pid})")
+        return True
+
+    def _schedule(self, name: str, part: Restarts, code: int, now: float) -> bool:
+        part.deaths = [t for t in part.deaths if now - t < self.window] + [now]
+        if len(part.deaths) >= self.max_deaths:
+            self.note(
+                f"{name} {_ended(code)}, {len(part.deaths)} times within {self.window:.0f} s; "
+                f"stopping (see {self.stack.log(name)})"
+            )
+            return False
+        delay = min(self.max_backoff, 2.0 ** (len(part.deaths) - 1))
+        part.due = now + delay
+        self.note(f"{name} {_ended(code)}; starting it again in {delay:.0f} s")
+        return True
+
+
+def _ended(code: int) -> str:
+    """Say how a process ended: its exit code, or the signal that ended it."""
+    if code < 0:
+        try:
+            return f"was ended by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was ended by signal {-code}"
+    return f"exited with {code}"
+
+
 def run_until_interrupted(stack: LocalStack, say: Callable[[str], None]) -> int:
-    """Keep the stack up until Ctrl-C or a part exits; then stop everything."""
+    """Keep the stack up until Ctrl-C or SIGTERM, starting again any part that dies; then stop."""
     stopping = False
 
     def _stop(_sig: int, _frame: object) -> None:
@@ -85,14 +155,14 @@ def run_until_interrupted(stack: LocalStack, say: Callable[[str], None]) -> int:
 
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
+    supervisor = Supervisor(stack, say)
     code = 0
     try:
         while not stopping:
-            for name, proc in list(stack.processes.items()):
-                if proc.poll() is not None:
-                    say(f"{name} exited with {proc.returncode}; see {stack.log(name)}")
-                    stopping, code = True, 1
-            time.sleep(1)
+            if not supervisor.check(time.monotonic()):
+                code = 1
+                break
+            time.sleep(0.5)
     finally:
         say("Stopping ...")
         stack.stop()
