@@ -1,4 +1,4 @@
-"""`python -m bench [pipeline|waiting|outbox|monitoring|junk] [options]`: run the benchmarks."""
+"""`python -m bench [pipeline|waiting|outbox|monitoring|junk|sqlite-load|workers|pickup] [...]`."""
 
 from __future__ import annotations
 
@@ -14,7 +14,16 @@ QUICK_CASES = 50
 
 
 def _parser() -> argparse.ArgumentParser:
-    from bench import bench_junk, bench_monitoring, bench_outbox, bench_pipeline, bench_waiting
+    from bench import (
+        bench_junk,
+        bench_monitoring,
+        bench_outbox,
+        bench_pickup,
+        bench_pipeline,
+        bench_sqlite_load,
+        bench_waiting,
+        bench_workers,
+    )
 
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     sub = parser.add_subparsers(dest="bench")
@@ -33,6 +42,18 @@ def _parser() -> argparse.ArgumentParser:
     bench_junk.add_arguments(
         sub.add_parser("junk", help="junk links on the approval page, and a concurrent command")
     )
+    bench_sqlite_load.add_arguments(
+        sub.add_parser("sqlite-load", help="cases through step 1 at once: SQLite vs PostgreSQL")
+    )
+    bench_workers.add_arguments(
+        sub.add_parser("workers", help="one worker vs two on two hosts, and a host lost")
+    )
+    bench_pickup.add_arguments(
+        sub.add_parser(
+            "pickup",
+            help="CPU seconds a flow process spends importing each step, against Prefect alone",
+        )
+    )
     return parser
 
 
@@ -46,7 +67,16 @@ def main(argv: list[str] | None = None) -> int:
     from flows.local.stack import QUIET_PREFECT
 
     os.environ.update(QUIET_PREFECT)
-    from bench import bench_junk, bench_monitoring, bench_outbox, bench_pipeline, bench_waiting
+    from bench import (
+        bench_junk,
+        bench_monitoring,
+        bench_outbox,
+        bench_pickup,
+        bench_pipeline,
+        bench_sqlite_load,
+        bench_waiting,
+        bench_workers,
+    )
     from bench.common import say, stop_on_sigterm
 
     stop_on_sigterm()
@@ -63,12 +93,23 @@ def main(argv: list[str] | None = None) -> int:
             return bench_monitoring.run(args)
         if args.bench == "junk":
             return bench_junk.run(args)
+        if args.bench == "sqlite-load":
+            return bench_sqlite_load.run(args)
+        if args.bench == "workers":
+            return bench_workers.run(args)
+        if args.bench == "pickup":
+            return bench_pickup.run(args)
         say("all benchmarks, modest defaults (python -m bench NAME --help for options)")
         code = bench_pipeline.run(parser.parse_args(["pipeline"]))
         code |= bench_waiting.run(parser.parse_args(["waiting", "--cases", str(QUICK_CASES)]))
         code |= bench_outbox.run(parser.parse_args(["outbox"]))
         code |= bench_monitoring.run(parser.parse_args(["monitoring"]))
         code |= bench_junk.run(parser.parse_args(["junk"]))
+        code |= bench_pickup.run(parser.parse_args(["pickup"]))
+        code |= bench_sqlite_load.run(parser.parse_args(["sqlite-load", "--cases", "5"]))
+        code |= bench_workers.run(
+            parser.parse_args(["workers", "--cases", "10", "--crash-cases", "0"])
+        )
         return code
     except KeyboardInterrupt:
         say("interrupted; everything started was stopped")

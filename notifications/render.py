@@ -8,6 +8,9 @@ Words go through a translation catalog per locale (`locales/<locale>.toml`, Engl
 translation); a missing translation falls back to English and `missing_translations` reports it.
 What a person typed (a site, a milestone's title, a reason) goes through the `typed` filter: in
 chat (Markdown) it is escaped with `md_text`, so `[sign in](https://evil.example)` stays text.
+
+Jinja2 is imported with the environment, at the first render, not with this module: a step's flow
+process (a fresh one at each pickup) renders nothing on most pickups.
 """
 
 from __future__ import annotations
@@ -18,15 +21,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
-
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, pass_context
-from jinja2.runtime import Context
-from markupsafe import Markup
+from typing import TYPE_CHECKING, Any
 
 from models.enums import Locale, NotificationChannel
 from models.settings import get_settings
 from notifications.markdown import md_text
+
+if TYPE_CHECKING:
+    from jinja2 import Environment
+    from jinja2.runtime import Context
 
 HERE = Path(__file__).parent
 TEMPLATES = HERE / "templates"
@@ -87,7 +90,6 @@ def _label(value: object) -> str:
     return str(value).replace("_", " ")
 
 
-@pass_context
 def _typed(context: Context, value: object) -> object:
     """Quote text a person typed: as typed, and in Markdown escaped so it is no link or markup."""
     if value is None or context.get("format") != "md":
@@ -98,6 +100,8 @@ def _typed(context: Context, value: object) -> object:
 @lru_cache(maxsize=1)
 def environment() -> Environment:
     """Return the one environment every notification is rendered with."""
+    from jinja2 import Environment, FileSystemLoader, StrictUndefined, pass_context
+
     env = Environment(
         loader=FileSystemLoader(str(TEMPLATES)),
         autoescape=True,
@@ -109,7 +113,7 @@ def environment() -> Environment:
     )
     env.filters["when"] = _when
     env.filters["label"] = _label
-    env.filters["typed"] = _typed
+    env.filters["typed"] = pass_context(_typed)
     env.filters["md_text"] = md_text
     # placeholders: each render passes the recipient's locale's functions in its context
     env.install_gettext_callables(  # type: ignore[attr-defined]
@@ -127,6 +131,8 @@ def message_format(channel: NotificationChannel, *, html: bool) -> str:
 
 def render(event: str, *, fmt: str, locale: Locale, context: dict[str, Any]) -> Rendered:
     """Render one event's message in a format and locale."""
+    from markupsafe import Markup
+
     env = environment()
     cat = catalog(locale)
     template = env.get_template(f"messages/{event}.j2")
@@ -150,6 +156,8 @@ def render(event: str, *, fmt: str, locale: Locale, context: dict[str, Any]) -> 
 
 
 def _newstyle(env: Environment, gettext: Any) -> Any:
+    from markupsafe import Markup
+
     def translate(message: str, **variables: Any) -> str:
         text = gettext(message)
         if env.autoescape:
@@ -160,6 +168,8 @@ def _newstyle(env: Environment, gettext: Any) -> Any:
 
 
 def _newstyle_plural(env: Environment, ngettext: Any) -> Any:
+    from markupsafe import Markup
+
     def translate(singular: str, plural: str, num: int, **variables: Any) -> str:
         variables.setdefault("num", num)
         text = ngettext(singular, plural, num)

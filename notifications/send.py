@@ -3,6 +3,9 @@
 apprise URLs hold credentials (SMTP passwords, webhook tokens): they are built here from settings
 and secrets, handed to apprise, and never logged, stored, or put in an error message. apprise's
 own log output is captured and only classified ("connection refused", "HTTP 500"...).
+
+apprise is imported when a message is sent, not with this module: it loads every plugin it has,
+and a step's flow process (a fresh one at each pickup) sends nothing on most pickups.
 """
 
 from __future__ import annotations
@@ -11,15 +14,8 @@ import logging
 import re
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
-import apprise
-
 from models.enums import ChatKind
 
-FORMATS = {
-    "html": apprise.NotifyFormat.HTML,
-    "text": apprise.NotifyFormat.TEXT,
-    "md": apprise.NotifyFormat.MARKDOWN,
-}
 CHAT_SCHEMES: dict[ChatKind, tuple[str, ...]] = {
     ChatKind.SLACK: ("slack",),
     ChatKind.MSTEAMS: ("msteams",),
@@ -81,6 +77,13 @@ def classify(log_text: str) -> str:
 
 def send(url: str, *, channel: str, subject: str, body: str, fmt: str) -> None:
     """Deliver one message; raise DeliveryFailedError (a safe reason) unless apprise says yes."""
+    import apprise
+
+    formats = {
+        "html": apprise.NotifyFormat.HTML,
+        "text": apprise.NotifyFormat.TEXT,
+        "md": apprise.NotifyFormat.MARKDOWN,
+    }
     app = apprise.Apprise()
     if not app.add(url):
         raise DeliveryFailedError(f"the {channel} address is not a valid apprise URL")
@@ -89,7 +92,7 @@ def send(url: str, *, channel: str, subject: str, body: str, fmt: str) -> None:
     logger.propagate = False  # apprise's messages name hosts and addresses: keep them here
     try:
         with apprise.LogCapture(level=logging.DEBUG) as captured:
-            result = app.notify(title=subject, body=body, body_format=FORMATS[fmt])
+            result = app.notify(title=subject, body=body, body_format=formats[fmt])
             log_text = captured.getvalue()
     finally:
         logger.propagate = propagate

@@ -2,32 +2,28 @@
 
 The plain functions take `now` and the current run explicitly so tests can call them directly;
 these wrappers supply them, and retry what touches the case store or the Prefect API.
+
+Each wrapper imports the unit of work it runs when it runs: every deployment's flow process (a
+fresh one at each pickup) imports this module, and deliver-notifications, which starts every
+minute or so, needs only the outbox's drain, not the decision engine, the steps or the reports.
 """
 
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prefect.runtime import flow_run
 
-from models.enums import DecisionKind, Step
-from tasks.case_state import StepContext, begin_case, open_step, step_run_binding
 from tasks.context import utcnow
-from tasks.decisions.requests import Pending, prepare_decision
-from tasks.decisions.submissions import SubmissionResult, record_submission
-from tasks.drain import DeliveryReport, deliver_due
 from tasks.orchestration.retrying import remedy_task
-from tasks.orchestration.runs import (
-    forget_submitted_input,
-    hand_over,
-    run_is_alive,
-    submitted_input,
-    tag_run,
-)
-from tasks.reports.case_view import publish_case_view
-from tasks.steps.implement import activate_plan
-from tasks.steps.plan import draft_plan
+
+if TYPE_CHECKING:
+    from models.enums import DecisionKind, Step
+    from tasks.case_state import StepContext
+    from tasks.decisions.requests import Pending
+    from tasks.decisions.submissions import SubmissionResult
+    from tasks.drain import DeliveryReport
 
 
 def current_run_id() -> uuid.UUID | None:
@@ -37,10 +33,15 @@ def current_run_id() -> uuid.UUID | None:
 
 
 def _begin_case(case_ref: str) -> StepContext:
+    from tasks.case_state import begin_case
+
     return begin_case(case_ref, now=utcnow())
 
 
 def _open_step(case_ref: str, step: Step) -> StepContext:
+    from tasks.case_state import open_step, step_run_binding
+    from tasks.orchestration.runs import run_is_alive, tag_run
+
     run_id = current_run_id()
     if run_id is not None:
         tag_run(run_id, case_ref, step)
@@ -56,6 +57,8 @@ def _prepare_decision(
     exclude: list[uuid.UUID] | None = None,
     step: Step | None = None,
 ) -> Pending:
+    from tasks.decisions.requests import prepare_decision
+
     return prepare_decision(
         case_ref,
         kind,
@@ -68,35 +71,61 @@ def _prepare_decision(
 
 
 def _record_submission(request_id: uuid.UUID, submission: dict[str, Any]) -> SubmissionResult:
+    from tasks.decisions.submissions import record_submission
+
     return record_submission(request_id, submission, now=utcnow())
 
 
 def _publish_case_view(case_ref: str) -> None:
+    from tasks.reports.case_view import publish_case_view
+
     publish_case_view(case_ref, now=utcnow())
 
 
 def _hand_over(case_ref: str) -> str | None:
+    from tasks.orchestration.runs import hand_over
+
     return hand_over(case_ref, now=utcnow())
 
 
 def _draft_plan(case_ref: str) -> int:
+    from tasks.steps.plan import draft_plan
+
     return draft_plan(case_ref, now=utcnow())
 
 
 def _activate_plan(case_ref: str) -> int:
+    from tasks.steps.implement import activate_plan
+
     return activate_plan(case_ref, now=utcnow())
 
 
-submitted_input_task = remedy_task(submitted_input, name="recover-submission")
-forget_submission_task = remedy_task(forget_submitted_input, name="forget-submission")
+def _submitted_input(flow_run_id: uuid.UUID, suspend_key: str) -> dict[str, Any] | None:
+    from tasks.orchestration import runs
+
+    return runs.submitted_input(flow_run_id, suspend_key)
+
+
+def _forget_submitted_input(flow_run_id: uuid.UUID, suspend_key: str) -> None:
+    from tasks.orchestration import runs
+
+    runs.forget_submitted_input(flow_run_id, suspend_key)
+
+
+submitted_input_task = remedy_task(_submitted_input, name="recover-submission")
+forget_submission_task = remedy_task(_forget_submitted_input, name="forget-submission")
 
 
 def _deliver_case(case_ref: str) -> int:
+    from tasks.drain import deliver_due
+
     # the wall clock, even in a simulated sweep: leases and retries are real time (tasks/drain.py)
     return deliver_due(now=utcnow(), case_ref=case_ref).delivered
 
 
 def _deliver_all(limit: int = 2000) -> DeliveryReport:
+    from tasks.drain import deliver_due
+
     return deliver_due(now=utcnow(), limit=limit)
 
 

@@ -6,6 +6,9 @@ the public key. The relying party is the approval page as stakeholders reach it
 (REMEDY_APPROVAL_BASE_URL): its host name is the RP ID, its scheme, host and port the origin a
 browser must report. A challenge is handed out bound to one person and one link, lives a few
 minutes and is taken once, whatever the answer; so a replayed, foreign or stale answer is refused.
+
+webauthn (with its ASN.1, CBOR and OpenSSL parts) is imported by the functions that need it: the
+decision engine reads `active_credentials` from every step's flow process, fresh at each pickup.
 """
 
 from __future__ import annotations
@@ -16,40 +19,23 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
-from webauthn import (
-    generate_authentication_options,
-    generate_registration_options,
-    options_to_json,
-    verify_authentication_response,
-    verify_registration_response,
-)
-from webauthn.helpers import (
-    base64url_to_bytes,
-    bytes_to_base64url,
-    parse_authentication_credential_json,
-    parse_client_data_json,
-    parse_registration_credential_json,
-)
-from webauthn.helpers.exceptions import WebAuthnException
-from webauthn.helpers.structs import (
-    AuthenticationCredential,
-    AuthenticatorSelectionCriteria,
-    AuthenticatorTransport,
-    PublicKeyCredentialDescriptor,
-    RegistrationCredential,
-    ResidentKeyRequirement,
-    UserVerificationRequirement,
-)
 
 from models.security import PasskeyCredential, WebAuthnChallenge
 from models.settings import get_settings
 from tasks.store.audit import append_audit
 from tasks.store.db import read_only, unit_of_work
+
+if TYPE_CHECKING:
+    from webauthn.helpers.structs import (
+        AuthenticationCredential,
+        PublicKeyCredentialDescriptor,
+        RegistrationCredential,
+    )
 
 RP_NAME = "Remedy"
 CHALLENGE_TTL = timedelta(minutes=5)
@@ -58,7 +44,6 @@ MAX_ANSWER_CHARS = 16_000  # an authenticator's answer, as JSON; real ones are a
 Purpose = Literal["registration", "authentication"]
 REGISTRATION: Purpose = "registration"
 AUTHENTICATION: Purpose = "authentication"
-TRANSPORTS = {t.value for t in AuthenticatorTransport}
 
 
 class PasskeyUnavailableError(Exception):
@@ -141,7 +126,11 @@ def has_passkey(stakeholder_id: uuid.UUID) -> bool:
 
 
 def _descriptor(credential: PasskeyCredential) -> PublicKeyCredentialDescriptor:
-    transports = [AuthenticatorTransport(t) for t in credential.transports if t in TRANSPORTS]
+    from webauthn.helpers import base64url_to_bytes
+    from webauthn.helpers.structs import AuthenticatorTransport, PublicKeyCredentialDescriptor
+
+    known = {t.value for t in AuthenticatorTransport}
+    transports = [AuthenticatorTransport(t) for t in credential.transports if t in known]
     return PublicKeyCredentialDescriptor(
         id=base64url_to_bytes(credential.credential_id), transports=transports or None
     )
@@ -158,6 +147,8 @@ def _new_challenge(
     link_id: uuid.UUID,
     now: datetime,
 ) -> bytes:
+    from webauthn.helpers import bytes_to_base64url
+
     challenge = secrets.token_bytes(32)
     session.add(
         WebAuthnChallenge(
@@ -182,6 +173,8 @@ def take_challenge(
 ) -> bool:
     """Use up a challenge handed to this person for this link, once; False if there is none
     (never handed out, to someone else or for another link, used already, or expired)."""
+    from webauthn.helpers import bytes_to_base64url
+
     with unit_of_work() as session:
         result = session.connection().execute(
             sa.update(WebAuthnChallenge)
@@ -199,6 +192,9 @@ def take_challenge(
 
 
 def _client_challenge(client_data_json: bytes) -> bytes:
+    from webauthn.helpers import parse_client_data_json
+    from webauthn.helpers.exceptions import WebAuthnException
+
     try:
         return parse_client_data_json(client_data_json).challenge
     except (WebAuthnException, ValueError, TypeError, KeyError):
@@ -212,6 +208,8 @@ def _malformed() -> PasskeyRefusedError:
 
 
 def _parse(answer: str, parser: Any) -> Any:
+    from webauthn.helpers.exceptions import WebAuthnException
+
     if not answer or len(answer) > MAX_ANSWER_CHARS:
         raise PasskeyRefusedError(
             "passkey-missing",
@@ -234,6 +232,13 @@ def registration_options(
 
     The person is named on their authenticator by their directory key, never their name.
     """
+    from webauthn import generate_registration_options, options_to_json
+    from webauthn.helpers.structs import (
+        AuthenticatorSelectionCriteria,
+        ResidentKeyRequirement,
+        UserVerificationRequirement,
+    )
+
     rp = relying_party()
     with unit_of_work() as session:
         existing = [_descriptor(c) for c in active_credentials(session, stakeholder_id)]
@@ -272,6 +277,10 @@ def verify_registration(
 ) -> NewPasskey:
     """Check a browser's answer to a registration challenge for this person and link; return the
     new passkey, or raise PasskeyRefusedError (the challenge is used up either way)."""
+    from webauthn import verify_registration_response
+    from webauthn.helpers import bytes_to_base64url, parse_registration_credential_json
+    from webauthn.helpers.exceptions import WebAuthnException
+
     rp = relying_party()
     credential: RegistrationCredential = _parse(answer, parse_registration_credential_json)
     challenge = _client_challenge(credential.response.client_data_json)
@@ -337,6 +346,9 @@ def store_passkey(
 
 def authentication_options(*, stakeholder_id: uuid.UUID, link_id: uuid.UUID, now: datetime) -> str:
     """Hand out a challenge that only this person's passkeys can answer; return options JSON."""
+    from webauthn import generate_authentication_options, options_to_json
+    from webauthn.helpers.structs import UserVerificationRequirement
+
     rp = relying_party()
     with unit_of_work() as session:
         allowed = [_descriptor(c) for c in active_credentials(session, stakeholder_id)]
@@ -367,6 +379,10 @@ def verify_passkey(
 ) -> uuid.UUID:
     """Check a browser's answer to an authentication challenge for this person and link; return
     the passkey's id, or raise PasskeyRefusedError (the challenge is used up either way)."""
+    from webauthn import verify_authentication_response
+    from webauthn.helpers import base64url_to_bytes, parse_authentication_credential_json
+    from webauthn.helpers.exceptions import WebAuthnException
+
     rp = relying_party()
     credential: AuthenticationCredential = _parse(answer, parse_authentication_credential_json)
     challenge = _client_challenge(credential.response.client_data_json)

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from demo.scaled import register
 from flows.local.stack import LocalStack, free_port
 from tasks.orchestration.deployments import DEPLOYMENTS, LESSONS_TRIGGER, TAGS, WORK_POOL
-from tests.conftest import ROOT
 
 pytestmark = [pytest.mark.prefect, pytest.mark.slow]
 
@@ -23,25 +21,8 @@ def test_prefect_deploy_all(tmp_path: Path) -> None:
     stack = LocalStack(home=tmp_path, port=free_port())
     stack.start_server()
     try:
-        env = stack.client_env() | {"PREFECT_HOME": str(tmp_path / "client")}
-        prefect = [sys.executable, "-m", "prefect", "--no-prompt"]
-
-        def run(*argv: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run(
-                [*prefect, *argv],
-                cwd=ROOT,
-                env=env,
-                capture_output=True,
-                text=True,
-                stdin=subprocess.DEVNULL,
-                timeout=300,
-                check=False,
-            )
-
-        pool = run("work-pool", "create", "remedy-process", "--type", "process")
-        assert pool.returncode == 0, pool.stdout + pool.stderr
-        deployed = run("deploy", "--all")
-        assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+        # as README.md's scaled installation: `prefect work-pool create`, `prefect deploy --all`
+        register(stack, tmp_path / "client")
 
         api = stack.http()  # the API credential and a CSRF token: the server is locked
         rows = api.post("/deployments/filter", json={}).json()

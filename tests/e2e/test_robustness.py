@@ -12,7 +12,6 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from datetime import timedelta
 from functools import partial
@@ -24,7 +23,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import StateType
 
 from demo.scripted import ScriptedStakeholders
-from models.enums import CaseState, DecisionRequestStatus
+from models.enums import CaseState
 from tests.conftest import ROOT
 from tests.e2e.conftest import E2E
 from tests.e2e.helpers import open_case, wait_for
@@ -438,53 +437,3 @@ def test_doctor_lists_a_case_whose_suspended_run_was_deleted(
     people = ScriptedStakeholders()
     people.decide(_waiting(ref))
     wait_for(lambda: waiting_kind(ref) == "safety", what="safety to wait")
-
-
-def test_twenty_cases_at_once(live: E2E, examples: Path, tmp_path: Path) -> None:
-    """Twenty cases reach their first decision and, once decided, their second; nothing lost."""
-    if live.backend != "postgresql":
-        pytest.skip(
-            "a Prefect server on SQLite is known to fail this load "
-            "(docs/architecture.md, Prefect behaviour this design relies on)"
-        )
-    from tasks.decisions.requests import waiting_requests
-    from tasks.orchestration.runs import ENTRY_FLOW, start_flow
-
-    runner_log = live.stack.log("runner")
-    log_start = runner_log.stat().st_size
-    refs = [open_case(examples, tmp_path, start=False) for _ in range(20)]
-    t0 = time.monotonic()
-    with ThreadPoolExecutor(20) as pool:
-        list(
-            pool.map(
-                in_context(
-                    lambda r: start_flow(ENTRY_FLOW, r, idempotency_key=f"{r}-load", step=None)
-                ),
-                refs,
-            )
-        )
-
-    def all_waiting(kind: str) -> bool:
-        return all(waiting_kind(r) == kind for r in refs)
-
-    wait_for(lambda: all_waiting("screening"), timeout=400, what="20 first decisions")
-    first = time.monotonic() - t0
-    people = ScriptedStakeholders()
-    t1 = time.monotonic()
-    with ThreadPoolExecutor(20) as pool:
-        outcomes = list(pool.map(in_context(lambda r: people.decide(waiting_requests(r)[0])), refs))
-    assert outcomes == ["accepted"] * 20
-    wait_for(lambda: all_waiting("safety"), timeout=400, what="20 second decisions")
-    second = time.monotonic() - t1
-    print(
-        f"\n20 cases: first decision waiting after {first:.1f} s; "
-        f"all 20 decided and waiting again after {second:.1f} s more"
-    )
-    for ref in refs:
-        requests = snapshot(ref)["requests"]
-        assert ("screening", 1, DecisionRequestStatus.DECIDED.value) in requests  # type: ignore[operator]
-    with runner_log.open("rb") as fh:
-        fh.seek(log_start)
-        log = fh.read().decode(errors="replace")
-    assert "database is locked" not in log and " 503 " not in log
-    assert "Traceback" not in log, log[log.find("Traceback") : log.find("Traceback") + 3000]
