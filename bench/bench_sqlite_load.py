@@ -14,17 +14,17 @@ not as `remedy up` does (flows/local/sqlite_server.py), to compare.
 from __future__ import annotations
 
 import argparse
-import contextvars
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-T = TypeVar("T")
+from demo.workload import in_context
+
 SERVER_5XX = re.compile(r"Encountered (retryable )?exception in request")
 LOCKED = re.compile(r"database is locked")
 
@@ -55,12 +55,6 @@ def _count(path: Path, start: int, pattern: re.Pattern[str]) -> int:
 
 def _size(path: Path) -> int:
     return path.stat().st_size if path.exists() else 0
-
-
-def in_context(fn: Callable[[str], T]) -> Callable[[str], T]:
-    """Run fn in a copy of this context: threads do not inherit the Prefect settings context."""
-    ctx = contextvars.copy_context()
-    return lambda arg: ctx.copy().run(fn, arg)
 
 
 def move_through_step_1(ref: str, timeout: float = 1800.0) -> str | None:

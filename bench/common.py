@@ -13,7 +13,6 @@ import shutil
 import signal
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -140,28 +139,11 @@ def server_database(backend: str, label: str) -> Iterator[str | None]:
     if backend == "sqlite":
         yield None
         return
-    import sqlalchemy as sa
+    from demo.scaled import pg_database
 
     admin_url = os.environ.get("REMEDY_BENCH_POSTGRES_URL", DEFAULT_ADMIN_URL)
-    name = f"prefect_bench_{label}_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    url = sa.engine.make_url(admin_url).set(database=name)
-    try:
-        own = sa.create_engine(url, isolation_level="AUTOCOMMIT")
-        with own.connect() as conn:
-            conn.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS pg_trgm")
-        own.dispose()
+    with pg_database(admin_url, f"prefect_bench_{label}", trgm=True) as url:
         yield url.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
-                (name,),
-            )
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}"')
-        admin.dispose()
 
 
 def database_size_mb(database_url: str | None) -> float | None:

@@ -24,12 +24,12 @@ import httpx
 import pytest
 
 from demo.catchers import ChatReceiver, MailCatcher
+from demo.workload import in_context
 from flows.local.credential import CLIENT_VARIABLE, ensure_credential
 from flows.local.stack import LocalStack, free_port
 from models.enums import CaseState
 from tests.conftest import ROOT
 from tests.e2e.helpers import open_case, wait_for
-from tests.e2e.test_robustness import in_context
 
 pytestmark = [pytest.mark.prefect, pytest.mark.slow]
 # a request the server answered with 503 (it logs them: LocalStack) or 500, and SQLite's lock

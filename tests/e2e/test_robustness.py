@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextvars
 import json
 import os
 import signal
@@ -77,12 +76,6 @@ def snapshot(reference: str) -> dict[str, object]:
                 a.key for a in s.exec(select(PlanAction).where(PlanAction.case_id == case.id))
             ),
         }
-
-
-def in_context(fn: Callable[[str], T]) -> Callable[[str], T]:
-    """Run fn in a copy of this context: threads do not inherit the Prefect settings context."""
-    ctx = contextvars.copy_context()
-    return lambda arg: ctx.copy().run(fn, arg)
 
 
 def waiting_kind(reference: str) -> str | None:
