@@ -76,6 +76,9 @@ def e2e(tmp_path_factory: pytest.TempPathFactory, session_key: str) -> Iterator[
         "REMEDY_SMTP_URL": mail.url(),
         "REMEDY_CHAT_OPS": f"json://127.0.0.1:{chat.port}/hooks/ops",
         "REMEDY_MONITOR_CRON": "0 0 1 1 *",  # no sweep fires by itself during the tests
+        # the server's scheduler looks at every deployment each 5 s (60 s by default), so that the
+        # test of a scheduled sweep does not wait a minute for its first run
+        "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "5",
         "PYTHONPATH": str(ROOT),
     }
     stack = LocalStack(
