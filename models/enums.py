@@ -400,6 +400,8 @@ class MilestoneStatus(StrEnum):
     VERIFIED = "verified"
     WAIVED = "waived"
     CANCELLED = "cancelled"
+    # the person the action is for withdrew case-handling consent: nothing moves until renewal
+    HELD = "held"
 
 
 class ClosureType(StrEnum):
@@ -492,6 +494,9 @@ class NotificationEvent(StrEnum):
     PASSKEY_INVITED = "passkey_invited"  # the enrolment link, by e-mail
     PASSKEY_CODE = "passkey_code"  # its one-time code, over the person's other channel (chat)
     PASSKEY_MISSING = "passkey_missing"  # a decision waits for someone without a passkey
+    # the reporter's way back (tasks/reporter/): never the message's content
+    REPORTER_MESSAGE = "reporter_message"  # to the case team: the reporter wrote
+    REPORTER_NEWS = "reporter_news"  # to the reporter's own contact: there is news
 
 
 class Visibility(StrEnum):
@@ -500,3 +505,24 @@ class Visibility(StrEnum):
     MINIMAL = "minimal"  # case reference, event, dates, links
     CASE = "case"  # + country, mineral, severity, response level, titles
     NARRATIVE = "narrative"  # + pseudonyms and the allegation's narrative
+
+
+class ReporterStatus(StrEnum):
+    """Where a report stands, in the words a reporter sees on the follow-up page."""
+
+    RECEIVED = "received"  # filed, not yet looked at
+    BEING_VERIFIED = "being_verified"  # step 1
+    PLANNING = "planning"  # steps 2-3: response decided, plan being designed
+    UNDER_WAY = "under_way"  # step 4: plan being implemented
+    CLOSED = "closed"  # step 5 onwards, or screened out / unsubstantiated
+
+
+class ClosedReason(StrEnum):
+    """What a reporter may see about why a case closed (mapped from ClosureType)."""
+
+    REMEDY_DELIVERED = "remedy_delivered"
+    NOT_SUBSTANTIATED = "not_substantiated"
+    DUPLICATE = "duplicate"
+    REFERRED_ELSEWHERE = "referred_elsewhere"
+    NO_CONTACT = "no_contact"
+    OTHER = "other"

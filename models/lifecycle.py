@@ -31,6 +31,8 @@ class CaseFacts(BaseModel, frozen=True):
     has_plan_actions: bool = False
     victim_agreement_recorded: bool = False
     budget_approved: bool = False
+    # consent lets the case work: someone's case-handling consent stands (the policy may ask
+    # that nobody's stands withdrawn); one person's withdrawal holds only their own actions
     consent_active: bool = True
     revision_agreed: bool = False
     milestones_total: int = Field(default=0, ge=0)

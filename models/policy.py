@@ -7,7 +7,7 @@ here, and every datetime is timezone-aware UTC. Pure module: standard library an
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from enum import Enum
+from enum import Enum, StrEnum
 from itertools import pairwise
 from pathlib import Path
 from typing import Final, Literal, Self, TypeVar
@@ -206,6 +206,14 @@ class ApprovalRules(_Rules):
         return self.passkey_required_for == "all" or kind in self.passkey_required_for
 
 
+class ConsentRules(_Rules):
+    """What one person's withdrawal of case-handling consent holds (docs/domain.md, Consent)."""
+
+    # False: a withdrawal holds that person's actions and the case goes on for the others, until
+    # nobody with consent remains; true: any withdrawal holds the whole case, as long as it stands
+    hold_whole_case_on_withdrawal: bool = False
+
+
 class Policy(_Rules):
     """The whole policy file."""
 
@@ -214,6 +222,7 @@ class Policy(_Rules):
     deadlines: dict[Severity, DeadlineRules]
     milestones: MilestoneRules
     approvals: ApprovalRules
+    consent: ConsentRules = ConsentRules()
 
     @field_validator("response_level")
     @classmethod
@@ -387,3 +396,43 @@ def closure_check(
         # Accepted or rejected, the victim's own verdict on the outcome must be on file.
         unmet.append("The victim's view of the outcome is not recorded.")
     return unmet
+
+
+# Consent is each person's own.
+
+
+def case_handling_active(persons: int, withdrawn: int, consent: ConsentRules) -> bool:
+    """Tell whether a case may work: someone's case-handling consent stands (or, if the policy
+    holds the whole case on any withdrawal, nobody's stands withdrawn).
+
+    `persons` counts the case's affected persons, `withdrawn` those whose case-handling consent
+    stands withdrawn. A case with no affected person on file is not held by consent.
+    """
+    if withdrawn == 0:
+        return True
+    if consent.hold_whole_case_on_withdrawal:
+        return False
+    return withdrawn < persons
+
+
+class PersonOutcome(StrEnum):
+    """How the case ended for one affected person, as the closure records it."""
+
+    WITHDREW_CONSENT = "withdrew_consent"  # case-handling consent stood withdrawn at closure
+    REMEDIED = "remedied"  # every action for them settled, at least one verified
+    PARTLY_REMEDIED = "partly_remedied"  # some verified, some left undone or waived
+    NOT_REMEDIED = "not_remedied"  # actions for them, none verified
+    NO_PERSONAL_ACTIONS = "no_personal_actions"  # only the case's own actions (or no plan)
+
+
+def person_outcome(*, withdrawn: bool, verified: int, waived: int, unsettled: int) -> PersonOutcome:
+    """Return one person's outcome from their consent and the counts of their own actions."""
+    if withdrawn:
+        return PersonOutcome.WITHDREW_CONSENT
+    if verified + waived + unsettled == 0:
+        return PersonOutcome.NO_PERSONAL_ACTIONS
+    if verified == 0:
+        return PersonOutcome.NOT_REMEDIED
+    if waived or unsettled:
+        return PersonOutcome.PARTLY_REMEDIED
+    return PersonOutcome.REMEDIED

@@ -16,7 +16,6 @@ from sqlmodel import Session, col, func, select
 from models.enums import (
     CaseEvent,
     CaseState,
-    ConsentPurpose,
     MilestoneStatus,
     PlanStatus,
     Step,
@@ -35,7 +34,7 @@ from models.tables import (
 from tasks.context import current_policy
 from tasks.store.audit import append_audit
 from tasks.store.cases import get_case
-from tasks.store.consent import withdrawn_people
+from tasks.store.consent import case_may_work
 from tasks.store.db import read_only, unit_of_work
 
 SYSTEM = "system:remedy"
@@ -98,7 +97,6 @@ def facts_for(
         draft_actions_n = session.exec(
             select(func.count()).select_from(PlanAction).where(PlanAction.plan_id == draft.id)
         ).one()
-    withdrawn = withdrawn_people(session, case.id, [ConsentPurpose.CASE_HANDLING])
     summary = milestone_summary(session, case.id)
     facts: dict[str, Any] = {
         "safety_assessed": any(s.valid_until is None or s.valid_until > now for s in safety),
@@ -109,7 +107,8 @@ def facts_for(
         "involvement_assessed": case.involvement is not None,
         "severity_assessed": case.severity_is_final,
         "has_plan_actions": draft_actions_n > 0,
-        "consent_active": not withdrawn,
+        # one person's withdrawal holds their actions; the case, when nobody's consent stands
+        "consent_active": case_may_work(session, case.id, current_policy().consent),
         "milestones_total": summary.total,
         "milestones_open": summary.open,
         "held_from": case.held_from,

@@ -1,6 +1,7 @@
 """Case controls: the lifecycle's roads that no step decision takes.
 
-A victim withdraws consent (the case holds) or renews it (the case resumes where it was held); the
+A victim withdraws consent (their actions hold; the case holds when nobody's consent stands, or the
+policy says any withdrawal holds it) or renews it (what was held resumes); the
 case lead and the victim representative revise a plan under way; management closes a case early,
 unresolved or after a withdrawal; a closed case is reopened. Each is one unit of work: the
 transition, the consent records, the audit events and the cancelled requests of the step left
@@ -38,10 +39,12 @@ from models.tables import (
 )
 from tasks.actors import Operator
 from tasks.case_state import move
+from tasks.context import current_policy
 from tasks.decisions.requests import cancel_waiting
+from tasks.steps.implement import hold_person_actions, resume_person_actions
 from tasks.store.audit import append_audit
 from tasks.store.cases import get_case
-from tasks.store.consent import withdrawn_people
+from tasks.store.consent import case_may_work, withdrawn_people
 from tasks.store.db import unit_of_work
 
 REASON_LIMIT = 2000
@@ -58,6 +61,8 @@ class ControlResult(BaseModel):
     state: CaseState
     moved: bool
     stale_runs: list[uuid.UUID] = []
+    # the milestones (keys) a consent control held or resumed for the person
+    milestones: list[str] = []
 
 
 def _person(
@@ -160,11 +165,14 @@ def withdraw_consent(
     now: datetime,
     operator: Operator | None = None,
 ) -> ControlResult:
-    """Record that a person withdrew consent for a purpose; for case handling the case holds.
+    """Record that a person withdrew consent for a purpose; for case handling, hold what is theirs.
 
     Withdrawal is the person's right: whoever in the directory records it, it is recorded.
-    Messages that mention the person are suppressed from now on (tasks.drain checks); the held
-    step's waiting decisions are cancelled, so nobody is asked or reminded while the case holds.
+    Messages that mention the person are suppressed from now on (tasks.drain checks). For case
+    handling, the actions for the person are held (the monitoring sweep leaves them alone) and the
+    plan goes on for the others; the whole case holds only when nobody's case-handling consent
+    stands any more, or the policy holds the whole case on any withdrawal. Then the held step's
+    waiting decisions are cancelled, so nobody is asked or reminded while the case holds.
     """
     with unit_of_work() as session:
         case = get_case(session, case_ref, lock=True)
@@ -195,15 +203,27 @@ def withdraw_consent(
             record.withdrawn_at = now
             session.add(record)
         session.flush()
-        details = {"person": pseudonym, "purpose": purpose.value}
+        handling = purpose == ConsentPurpose.CASE_HANDLING
+        held: list[str] = []
+        if handling and (case.state in RESUMABLE_STATES or case.state == CaseState.ON_HOLD):
+            held = hold_person_actions(session, case, person, now=now)
+        details: dict[str, object] = {"person": pseudonym, "purpose": purpose.value}
+        if held:
+            details["held"] = held
         _audit(session, case, by, "consent.withdrawn", now, person, operator, **details)
         stale: list[uuid.UUID] = []
-        moved = purpose == ConsentPurpose.CASE_HANDLING and case.state in RESUMABLE_STATES
+        moved = (
+            handling
+            and case.state in RESUMABLE_STATES
+            and not case_may_work(session, case.id, current_policy().consent)
+        )
         if moved:
             stale = _move(
                 session, case, CaseEvent.CONSENT_WITHDRAWN, now=now, by=by, why="put on hold"
             )
-        return ControlResult(case_ref=case_ref, state=case.state, moved=moved, stale_runs=stale)
+        return ControlResult(
+            case_ref=case_ref, state=case.state, moved=moved, stale_runs=stale, milestones=held
+        )
 
 
 def renew_consent(
@@ -218,10 +238,13 @@ def renew_consent(
     interpreter_used: bool = False,
     operator: Operator | None = None,
 ) -> ControlResult:
-    """Record a person's renewed consent; a held case resumes once nobody's stands withdrawn.
+    """Record a person's renewed consent; what was held for them resumes, and a held case too.
 
-    The case lead or the victim representative records it. The held step starts a new entry:
-    its decisions are asked again (the safety assessment first of all).
+    The case lead or the victim representative records it. For case handling, the person's held
+    actions resume (tasks.steps.implement.resume_person_actions); a held case resumes once
+    consent lets it work again (someone's stands, or, if the policy holds the whole case on any
+    withdrawal, nobody's stands withdrawn). The held step starts a new entry: its decisions are
+    asked again (the safety assessment first of all).
     """
     with unit_of_work() as session:
         case = get_case(session, case_ref, lock=True)
@@ -245,14 +268,26 @@ def renew_consent(
         session.flush()
         details = {"person": pseudonym, "purpose": purpose.value, "method": method.value}
         _audit(session, case, by, "consent.renewed", now, person, operator, **details)
-        moved = case.state == CaseState.ON_HOLD and not withdrawn_people(
-            session, case.id, [ConsentPurpose.CASE_HANDLING]
+        moved = (
+            purpose == ConsentPurpose.CASE_HANDLING
+            and case.state == CaseState.ON_HOLD
+            and case_may_work(session, case.id, current_policy().consent)
         )
         stale: list[uuid.UUID] = []
         if moved:
             # anything a run asked for while the hold was being recorded belongs to the old entry
             stale = _move(session, case, CaseEvent.CONSENT_RENEWED, now=now, by=by, why="resumed")
-        return ControlResult(case_ref=case_ref, state=case.state, moved=moved, stale_runs=stale)
+        resumed: list[str] = []
+        if purpose == ConsentPurpose.CASE_HANDLING:
+            # after the case moved: an action resumes active only in a case that implements
+            resumed = resume_person_actions(session, case, person, now=now)
+        if resumed:
+            _audit(
+                session, case, by, "milestones.resumed", now, person, operator, milestones=resumed
+            )
+        return ControlResult(
+            case_ref=case_ref, state=case.state, moved=moved, stale_runs=stale, milestones=resumed
+        )
 
 
 def close_early(

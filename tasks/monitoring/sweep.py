@@ -53,6 +53,8 @@ from tasks.store.db import read_only, unit_of_work
 from tasks.store.directory import members_of
 
 SWEEP = "system:monitoring"
+# the milestones reminded: a held one (its person's consent stands withdrawn) is left alone, and
+# one found held by the time its case is checked is skipped (`_act`), so nothing mentions them
 OPEN_MILESTONES = (MilestoneStatus.PLANNED, MilestoneStatus.ACTIVE)
 Threshold = Literal[
     "due-soon", "due-today", "overdue", "escalated", "decision-reminder", "decision-escalated"

@@ -1,19 +1,25 @@
 """IOM step 4, implement and monitor the plan: milestones activated and assigned, progress
 reported by their owners, verified or waived by the case lead, due dates extended. Step 4 asks
 no decision of its own; the last settled milestone moves the case to closure.
+
+Consent is each person's own: the actions for a person whose case-handling consent stands
+withdrawn are `held` (not reminded, not updated, only waived), and resume when they renew it;
+the actions for the others, and the case's own, go on.
 """
 
 from __future__ import annotations
 
+import uuid
 from datetime import date, datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from models.enums import (
     CaseEvent,
     CaseState,
+    ConsentPurpose,
     LinkPurpose,
     MilestoneStatus,
     NotificationEvent,
@@ -23,7 +29,14 @@ from models.enums import (
     StepRunStatus,
 )
 from models.settings import get_settings
-from models.tables import AffectedPerson, PlanAction, ProgressUpdate, RemediationCase, Stakeholder
+from models.tables import (
+    AffectedPerson,
+    AuditEvent,
+    PlanAction,
+    ProgressUpdate,
+    RemediationCase,
+    Stakeholder,
+)
 from notifications.outbox import notify
 from tasks.actors import Operator
 from tasks.case_state import (
@@ -37,6 +50,7 @@ from tasks.case_state import (
 from tasks.context import current_routing
 from tasks.store.audit import append_audit
 from tasks.store.cases import get_case
+from tasks.store.consent import withdrawn_people
 from tasks.store.db import unit_of_work
 from tasks.store.directory import members_of
 from tasks.store.links import create_link
@@ -98,20 +112,17 @@ def activate_plan(case_ref: str, *, now: datetime) -> int:
                 PlanAction.plan_id == plan.id, PlanAction.status == MilestoneStatus.PLANNED
             )
         ).all()
+        withdrawn = _withdrawn_ids(session, case)
+        held = [a for a in planned if a.person_id in withdrawn]
         for action in planned:
+            if action.person_id in withdrawn:
+                # their consent stands withdrawn: nothing starts for them, nobody is told
+                action.status, action.status_changed_at = MilestoneStatus.HELD, now
+                session.add(action)
+                continue
             action.status, action.status_changed_at = MilestoneStatus.ACTIVE, now
             session.add(action)
-            owner = session.get(Stakeholder, action.owner_id) if action.owner_id else None
-            if owner is not None:
-                milestone_notice(
-                    session,
-                    case,
-                    action,
-                    owner,
-                    event=NotificationEvent.MILESTONE_ASSIGNED,
-                    key=f"milestone-assigned:{action.id}",
-                    now=now,
-                )
+            _assign(session, case, action, key=f"milestone-assigned:{action.id}", now=now)
         entry = latest_step_run(session, case.id, int(Step.IMPLEMENT))
         if entry is not None and entry.status != StepRunStatus.FINISHED:
             # step 4's run has done its part; the monitoring sweep carries the step from here
@@ -126,9 +137,133 @@ def activate_plan(case_ref: str, *, now: datetime) -> int:
                 at=now,
                 subject_type="action_plan",
                 subject_id=str(plan.id),
-                details={"version": plan.version, "milestones": [a.key for a in planned]},
+                details={
+                    "version": plan.version,
+                    "milestones": [a.key for a in planned if a.person_id not in withdrawn],
+                    **({"held": [a.key for a in held]} if held else {}),
+                },
             )
-        return len(planned)
+        return len(planned) - len(held)
+
+
+def _assign(
+    session: Session, case: RemediationCase, action: PlanAction, *, key: str, now: datetime
+) -> None:
+    """Tell an active milestone's owner it is theirs (once per key)."""
+    owner = session.get(Stakeholder, action.owner_id) if action.owner_id else None
+    if owner is not None:
+        milestone_notice(
+            session,
+            case,
+            action,
+            owner,
+            event=NotificationEvent.MILESTONE_ASSIGNED,
+            key=key,
+            now=now,
+        )
+
+
+def _withdrawn_ids(session: Session, case: RemediationCase) -> set[uuid.UUID]:
+    """Return the ids of the case's persons whose case-handling consent stands withdrawn."""
+    names = withdrawn_people(session, case.id, [ConsentPurpose.CASE_HANDLING])
+    if not names:
+        return set()
+    return set(
+        session.exec(
+            select(AffectedPerson.id).where(
+                AffectedPerson.case_id == case.id, col(AffectedPerson.pseudonym).in_(names)
+            )
+        ).all()
+    )
+
+
+# Where a person's action may be held from: not yet settled, in the plan in force.
+HOLDABLE = (MilestoneStatus.PLANNED, MilestoneStatus.ACTIVE, MilestoneStatus.DONE)
+
+
+def _person_actions(
+    session: Session,
+    case: RemediationCase,
+    person: AffectedPerson,
+    statuses: tuple[MilestoneStatus, ...],
+) -> list[PlanAction]:
+    plan = current_plan(session, case.id, PlanStatus.APPROVED)
+    if plan is None:
+        return []
+    return list(
+        session.exec(
+            select(PlanAction)
+            .where(
+                PlanAction.plan_id == plan.id,
+                PlanAction.person_id == person.id,
+                col(PlanAction.status).in_(statuses),
+            )
+            .order_by(col(PlanAction.key))
+        ).all()
+    )
+
+
+def hold_person_actions(
+    session: Session, case: RemediationCase, person: AffectedPerson, *, now: datetime
+) -> list[str]:
+    """Hold the open actions for one person in the plan in force (caller's unit of work).
+
+    A draft's actions stay planned: activation holds them if the consent still stands withdrawn.
+    Returns the keys held.
+    """
+    held = _person_actions(session, case, person, HOLDABLE)
+    for action in held:
+        action.status, action.status_changed_at = MilestoneStatus.HELD, now
+        session.add(action)
+    return [a.key for a in held]
+
+
+def resume_person_actions(
+    session: Session, case: RemediationCase, person: AffectedPerson, *, now: datetime
+) -> list[str]:
+    """Resume one person's held actions after their renewal (caller's unit of work).
+
+    An action whose owner last reported it done is done again (awaiting verification). Any other
+    is active again if the plan was activated already (activation never comes back to it), its
+    owner told at once if the case implements the plan; else it is planned, for activation.
+    Returns the keys resumed.
+    """
+    resumed = _person_actions(session, case, person, (MilestoneStatus.HELD,))
+    activated = _activated(session, case, resumed)
+    for action in resumed:
+        last = session.exec(
+            select(ProgressUpdate.status)
+            .where(ProgressUpdate.action_id == action.id)
+            .order_by(col(ProgressUpdate.reported_at).desc())
+        ).first()
+        if last == MilestoneStatus.DONE:
+            action.status = MilestoneStatus.DONE
+        elif activated:
+            action.status = MilestoneStatus.ACTIVE
+        else:
+            action.status = MilestoneStatus.PLANNED
+        action.status_changed_at = now
+        session.add(action)
+        if action.status == MilestoneStatus.ACTIVE and case.state == CaseState.IMPLEMENTING:
+            key = f"milestone-resumed:{action.id}:{now.isoformat()}"
+            _assign(session, case, action, key=key, now=now)
+    return [a.key for a in resumed]
+
+
+def _activated(session: Session, case: RemediationCase, actions: list[PlanAction]) -> bool:
+    """Tell whether the plan these actions belong to was activated (step 4 did its part)."""
+    if not actions:
+        return False
+    return (
+        session.exec(
+            select(AuditEvent.id).where(
+                AuditEvent.chain == case.reference,
+                AuditEvent.action == "plan.activated",
+                AuditEvent.subject_id == str(actions[0].plan_id),
+            )
+        ).first()
+        is not None
+    )
 
 
 class MilestoneUpdateError(Exception):
@@ -202,6 +337,11 @@ def update_milestone(
             raise MilestoneUpdateError("verifying a milestone needs evidence (--evidence)")
         if action.status in CLOSED_MILESTONES:
             raise MilestoneUpdateError(f"milestone {key} is {action.status.value} already")
+        if action.status == MilestoneStatus.HELD and status != MilestoneStatus.WAIVED:
+            # the person it is for withdrew consent: it may only be given up (with a reason)
+            raise MilestoneUpdateError(
+                f"milestone {key} is held: consent for it stands withdrawn until renewed"
+            )
         session.add(
             ProgressUpdate(
                 action_id=action.id,

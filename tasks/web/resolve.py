@@ -36,6 +36,7 @@ from models.tables import (
 )
 from tasks.case_state import CLOSED_MILESTONES
 from tasks.decisions.requests import describe_request
+from tasks.steps.close import closure_words
 from tasks.steps.table import spec_of
 from tasks.store.audit import append_audit
 from tasks.store.db import read_only, unit_of_work
@@ -262,9 +263,18 @@ def resolve_link(token: str, *, now: datetime) -> LinkView:
 
 
 def decision_markdown(view: LinkView) -> str:
-    """Return the decision's description for the page: no approvers' keys, no code advice."""
+    """Return the decision's description for the page: no approvers' keys, no code advice.
+
+    A closure's signers also see, on this page only, what staff typed that they weigh: the
+    verifier's reasons and the victims' view (tasks.steps.close.closure_words), quoted as text.
+    """
     assert view.request_id is not None
-    return describe_request(view.request_id, for_page=True).strip()
+    text = describe_request(view.request_id, for_page=True).strip()
+    if view.kind in (DecisionKind.CLOSURE, DecisionKind.CLOSURE_CONFIRMATION):
+        words = closure_words(view.request_id)
+        if words:
+            text = f"{text}\n\n{words}"
+    return text
 
 
 # --- using a link up -----------------------------------------------------------------------------

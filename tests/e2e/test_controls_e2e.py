@@ -73,16 +73,20 @@ def hold_and_renew(ref: str, held_run: uuid.UUID) -> None:
     from tasks.decisions.requests import waiting_requests
     from tasks.store.db import read_only
 
+    # consent is each person's own: the case holds when nobody's stands any more
+    for first in ("P-01", "P-03"):
+        assert run_cli("consent", "withdraw", ref, first) == 0
+        assert [r.flow_run_id for r in waiting_requests(ref)] == [held_run]
     assert run_cli("consent", "withdraw", ref, "P-02") == 0  # in the account's own name
     assert waiting_requests(ref) == []
     assert wait_final(held_run) == "Cancelled"  # nobody can resume a decision no longer needed
     view = latest_artifact(f"case-{ref.lower()}") or ""
     assert "State: `on_hold`" in view and "## Waiting decisions\n\nNone." in view
 
-    # nobody renews a consent that stands; the case lead records the representative's renewal
-    # in their name (the sample directory lets lena.lead act for grace.advocate)
-    assert run_cli("consent", "renew", ref, "P-01", "--by", "grace.advocate") == 1
+    # the case lead records the representative's renewal in their name (the sample directory
+    # lets lena.lead act for grace.advocate); nobody renews a consent that stands
     assert run_cli("consent", "renew", ref, "P-02", "--by", "grace.advocate") == 0
+    assert run_cli("consent", "renew", ref, "P-02", "--by", "grace.advocate") == 1
     wait_for(lambda: waiting_kind(ref) == "screening", what="screening to be asked afresh")
     [again] = waiting_requests(ref)
     assert again.scope == "entry-2" and again.flow_run_id not in (None, held_run)
@@ -95,5 +99,5 @@ def hold_and_renew(ref: str, held_run: uuid.UUID) -> None:
         ).all()
     assert sorted((e.action, e.actor, e.details["os_user"]) for e in audited) == [
         ("consent.renewed", "stakeholder:grace.advocate", me()),
-        ("consent.withdrawn", f"stakeholder:{LEAD}", me()),
+        *[("consent.withdrawn", f"stakeholder:{LEAD}", me())] * 3,
     ]

@@ -118,6 +118,15 @@ def test_a_withdrawal_holds_the_case_and_renewal_resumes_its_step_afresh(store: 
 
     with pytest.raises(ControlError, match="no active stakeholder"):
         withdraw(case, "P-02", by="nobody.known")  # anyone in the directory, but someone
+    # consent is each person's own: the case goes on while someone's consent stands
+    for first in ("P-01", "P-03"):
+        early = withdraw_consent(
+            case.ref, first, purpose=ConsentPurpose.CASE_HANDLING, by=LEAD, now=case.clock.tick()
+        )
+        assert (early.state, early.moved, early.stale_runs) == (CaseState.VERIFYING, False, [])
+    assert requests(case, DecisionKind.SAFETY) == [("entry-1", DecisionRequestStatus.WAITING)]
+    assert consent_active(case)
+    # the last one holds the whole case
     result = withdraw_consent(
         case.ref, "P-02", purpose=ConsentPurpose.CASE_HANDLING, by=LEAD, now=case.clock.tick()
     )
@@ -146,13 +155,21 @@ def test_a_withdrawal_holds_the_case_and_renewal_resumes_its_step_afresh(store: 
         with pytest.raises(ControlError):
             renew(case, "P-02", by=who)
     with pytest.raises(ControlError, match="not withdrawn"):
-        renew(case, "P-01")
+        renew_consent(
+            case.ref,
+            "P-01",
+            purpose=ConsentPurpose.CONTACT,
+            by=ADVOCATE,
+            method=ConsentMethod.WRITTEN,
+            now=case.clock.tick(),
+        )
     assert case.case().state == CaseState.ON_HOLD
 
-    withdraw(case, "P-03")  # a second person withdraws while the case holds: recorded, still held
-    assert renew(case, "P-02") == CaseState.ON_HOLD
-    assert renew(case, "P-03", by=LEAD) == CaseState.VERIFYING
+    # someone's consent stands again: the case resumes; the others' renewals are recorded
+    assert renew(case, "P-02") == CaseState.VERIFYING
     assert case.case().status == CaseStatus.ACTIVE and consent_active(case)
+    assert renew(case, "P-01") == CaseState.VERIFYING
+    assert renew(case, "P-03", by=LEAD) == CaseState.VERIFYING
     with read_only() as session:
         assert withdrawn_people(session, case.case().id, list(ConsentPurpose)) == set()
     renewed = [
@@ -160,7 +177,7 @@ def test_a_withdrawal_holds_the_case_and_renewal_resumes_its_step_afresh(store: 
         for r in rows(ConsentRecord)
         if r.withdrawn_at is None and r.method == ConsentMethod.WRITTEN
     ]
-    assert len(renewed) == 2
+    assert len(renewed) == 3
 
     # the held step starts again as a new entry, and asks its decisions afresh
     assert step_runs(case) == [(1, 1, FINISHED), (1, 2, PENDING)]
@@ -182,7 +199,9 @@ def test_a_withdrawal_holds_the_case_and_renewal_resumes_its_step_afresh(store: 
 
 def test_a_held_case_can_be_sent_to_closure_by_its_case_lead(store: Store) -> None:
     case = start_sample_case(Clock())
-    withdraw(case, "P-01")
+    for pseudonym in ("P-01", "P-02", "P-03"):  # nobody's consent stands: the case holds
+        withdraw(case, pseudonym)
+    assert case.case().state == CaseState.ON_HOLD
     with pytest.raises(ControlError, match="reason"):
         close_early(case.ref, by=LEAD, reason="  ", now=case.clock.tick())
     with pytest.raises(ControlError, match="case lead or senior approver"):
