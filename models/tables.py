@@ -462,7 +462,10 @@ class Notification(SQLModel, table=True):
     id: uuid.UUID = _id()
     case_id: uuid.UUID | None = _fk("remediation_case.id", nullable=True)
     event: str = Field(max_length=60)
-    recipient_id: uuid.UUID = _fk("stakeholder.id")
+    # a stakeholder; or none, and the receipt whose reporter is addressed (contact decrypted at
+    # delivery, never copied here)
+    recipient_id: uuid.UUID | None = _fk("stakeholder.id", nullable=True)
+    receipt_id: uuid.UUID | None = _fk("reporter_receipt.id", nullable=True)
     channel: NotificationChannel = _enum(NotificationChannel)
     locale: Locale = _enum(Locale, default=Locale.EN)
     template: str = Field(max_length=100)
@@ -538,3 +541,45 @@ class AuditHead(SQLModel, table=True):
     chain: str = Field(max_length=40, primary_key=True)
     seq: int
     hash: str = Field(max_length=64)
+
+
+class ReporterReceipt(SQLModel, table=True):
+    """A reporter's receipt for a filed report: a public reference and the secret code's hash.
+
+    The code itself is never stored: only its keyed hash (HMAC), so a copied table reveals no
+    code. A duplicate report gets a receipt of its own on the case it joins.
+    """
+
+    __tablename__ = "reporter_receipt"
+    id: uuid.UUID = _id()
+    case_id: uuid.UUID = _fk("remediation_case.id")
+    receipt_ref: str = Field(max_length=24, unique=True)
+    code_hash: str = Field(max_length=64, unique=True)
+    filed_at: datetime = _when()
+    locale: Locale = _enum(Locale, default=Locale.EN)
+    # the reporter agreed to be told by e-mail that there is news (never what it is)
+    contact_ok: bool = False
+    contact_ciphertext: str | None = Field(default=None, sa_type=sa.Text)
+    acknowledged_at: datetime | None = _when(nullable=True)
+    acknowledged_by_id: uuid.UUID | None = _fk("stakeholder.id", nullable=True)
+    # what the case team chose to tell the reporter with the status (encrypted)
+    reason_note_ciphertext: str | None = Field(default=None, sa_type=sa.Text)
+
+    def __repr__(self) -> str:
+        return f"ReporterReceipt(receipt_ref={self.receipt_ref!r})"
+
+
+class ReporterMessage(SQLModel, table=True):
+    """One message of the thread between a reporter and the case team; the text is encrypted."""
+
+    __tablename__ = "reporter_message"
+    id: uuid.UUID = _id()
+    receipt_id: uuid.UUID = _fk("reporter_receipt.id")
+    case_id: uuid.UUID = _fk("remediation_case.id")
+    from_reporter: bool
+    at: datetime = _when(index=True)
+    author_id: uuid.UUID | None = _fk("stakeholder.id", nullable=True)  # staff only
+    text_ciphertext: str = Field(sa_type=sa.Text)
+
+    def __repr__(self) -> str:
+        return f"ReporterMessage(id={self.id!s})"

@@ -12,7 +12,9 @@ from models.tomlfile import load_toml
 
 DEFAULT_ROUTING_PATH = Path(__file__).with_name("routing.toml")
 APPROVERS, OWNER = "approvers", "owner"
-Recipient = Literal["approvers", "owner"] | Role
+# the reporter of a receipt (tasks/reporter/), addressed at their own contact, never a stakeholder
+REPORTER = "reporter"
+Recipient = Literal["approvers", "owner", "reporter"] | Role
 VISIBILITY_ORDER = (Visibility.MINIMAL, Visibility.CASE, Visibility.NARRATIVE)
 
 

@@ -55,6 +55,8 @@ BASE_CONTEXT: dict[str, Any] = {
     "code_expires_at": None,
     "narrative": None,
     "case_view_link": None,
+    "receipt_ref": None,  # a reporter's receipt (tasks/reporter/): public, names no case
+    "follow_up_link": None,
     "visibility": "minimal",
     "step": 1,
 }
@@ -209,7 +211,7 @@ class Claimed:
     """A claimed message with what delivering and recording it need (read once)."""
 
     row: Notification
-    person: Stakeholder
+    person: Stakeholder | None  # None: the reporter of row.receipt_id (tasks/reporter/)
     chain: str  # the audit chain: the case reference, or the system chain
     case_ref: str | None
 
@@ -220,9 +222,9 @@ def load(notification_id: uuid.UUID) -> Claimed | None:
         row = session.get(Notification, notification_id)
         if row is None or row.status != NotificationStatus.PENDING:
             return None
-        person = session.get(Stakeholder, row.recipient_id)
+        person = session.get(Stakeholder, row.recipient_id) if row.recipient_id else None
         case = session.get(RemediationCase, row.case_id) if row.case_id else None
-    assert person is not None
+    assert person is not None or row.receipt_id is not None
     ref = case.reference if case else None
     return Claimed(row=row, person=person, chain=ref or SYSTEM_CHAIN, case_ref=ref)
 
@@ -230,6 +232,8 @@ def load(notification_id: uuid.UUID) -> Claimed | None:
 def prepare(claimed: Claimed, *, now: datetime) -> Prepared:
     """Render and address a claimed message (raises DeliveryFailedError if it cannot be)."""
     row, person = claimed.row, claimed.person
+    if person is None:
+        return _prepare_for_reporter(row, now=now)
     context = render_context(row, claimed.case_ref, now)
     if row.channel == NotificationChannel.EMAIL:
         settings = get_settings()
@@ -252,6 +256,27 @@ def prepare(claimed: Claimed, *, now: datetime) -> Prepared:
     return Prepared(id=row.id, channel=row.channel, url=url, rendered=rendered)
 
 
+def _prepare_for_reporter(row: Notification, *, now: datetime) -> Prepared:
+    """Address a reporter at the contact their receipt keeps encrypted, read for this send only.
+
+    Their message names no case: it is rendered without the case's reference or links.
+    """
+    from tasks.reporter.notices import reporter_address
+
+    settings = get_settings()
+    if settings.smtp_url is None:
+        raise DeliveryFailedError("email: no SMTP server is configured (REMEDY_SMTP_URL)")
+    if row.channel != NotificationChannel.EMAIL or row.receipt_id is None:
+        raise DeliveryFailedError("a reporter is written to by e-mail only")
+    to = reporter_address(row.receipt_id)
+    if to is None:
+        raise DeliveryFailedError("email: the reporter may not or cannot be written to")
+    url = email_url(settings.smtp_url.get_secret_value(), to=to, key=row.idempotency_key)
+    context = render_context(row, None, now)
+    rendered = render(row.template, fmt="html", locale=row.locale, context=context)
+    return Prepared(id=row.id, channel=row.channel, url=url, rendered=rendered)
+
+
 def record(claimed: Claimed, *, now: datetime, error: str | None, suppressed: bool = False) -> str:
     """Record one attempt's outcome; return delivered / failed / gave_up / suppressed."""
     settings = get_settings()
@@ -262,7 +287,7 @@ def record(claimed: Claimed, *, now: datetime, error: str | None, suppressed: bo
         details = {
             "event": row.event,
             "channel": row.channel.value,
-            "recipient": claimed.person.key,
+            "recipient": claimed.person.key if claimed.person else "reporter",
             "attempts": row.attempts,
         }
         row.claimed_until = None

@@ -11,7 +11,7 @@ import sys
 import httpx
 from cyclopts import App, CycloptsError
 
-from flows.cli import cases, controls, decide, milestones, ops, passkeys, report
+from flows.cli import cases, controls, decide, milestones, ops, passkeys, report, reporter
 from flows.cli.common import EXIT_BAD_INPUT, EXIT_OK, err, fail
 
 app = App(name="remedy", help="Remediation cases for victims of trafficking and forced labour.")
@@ -27,6 +27,7 @@ for sub in (
     controls.plan_app,
     ops.notifications_app,
     passkeys.passkey_app,
+    reporter.reporter_app,
 ):
     app.command(sub)
 report.register(app)

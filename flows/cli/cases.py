@@ -59,13 +59,11 @@ def intake(file: Path, *, start: bool = True) -> int:
 
 def case_start(reference: str) -> int:
     """Start (or find again) the remediation-case run of a case on the Prefect server."""
-    from tasks.orchestration.runs import ENTRY_FLOW, flow_run_link, start_flow
+    from tasks.orchestration.runs import ENTRY_FLOW, flow_run_link, start_case_run
     from tasks.store.cases import case_summary
 
     case_summary(reference)  # the case must exist
-    run_id = start_flow(
-        ENTRY_FLOW, reference, idempotency_key=f"{reference.lower()}-{ENTRY_FLOW}", step=None
-    )
+    run_id = start_case_run(reference)
     err.print(f"Started {ENTRY_FLOW} for {reference}: {flow_run_link(run_id) or run_id}")
     return EXIT_OK
 

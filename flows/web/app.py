@@ -7,6 +7,7 @@ token, the recipient typing their stakeholder key and, where the policy asks, co
 their passkey), `POST /a/{token}/options` (a passkey challenge, as JSON, for the page's script),
 `GET /r/{token}` (a message's stable link to the run waiting on a decision: a 303 to it in the
 Prefect UI, or a page saying the decision no longer waits) and `GET /static/...` (that script).
+The public report and follow-up pages (`/report`, `/follow-up`) are flows/web/report.py's.
 An enrolment link (`remedy passkey invite`) is served on the same addresses. This module only
 parses requests and renders pages; the work is in tasks/web/ (links, refusals, guard, forms,
 actions, gate and passkeys, enrolment, run links).
@@ -42,6 +43,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from flows.web.report import report_routes
 from flows.web.throttle import Throttle
 from models.enums import LinkPurpose
 from models.settings import get_settings
@@ -405,8 +407,10 @@ async def _server_error(_request: Request, exc: Exception) -> Response:
     return response
 
 
-def create_app(*, check_seconds: float = 10.0) -> Starlette:
-    """Build the approval page's web app (check_seconds: how long POST waits for the verdict)."""
+def create_app(*, check_seconds: float = 10.0, start_cases: bool = True) -> Starlette:
+    """Build the approval page's web app (check_seconds: how long POST waits for the verdict;
+    start_cases: a report filed on the report page starts its case's entry run, as in production;
+    tests that run no Prefect server turn it off)."""
 
     async def token_route(request: Request) -> Response:
         if request.method == "POST":
@@ -419,6 +423,7 @@ def create_app(*, check_seconds: float = 10.0) -> Starlette:
             Route("/a/{token}", token_route, methods=["GET", "POST"]),
             Route("/a/{token}/options", options, methods=["POST"]),
             Route("/r/{token}", run_link, methods=["GET"]),
+            *report_routes(start_cases=start_cases),
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
         ],
         exception_handlers={

@@ -76,6 +76,13 @@ def start_flow(flow: str, case_ref: str, *, idempotency_key: str, step: Step | N
     return run.id
 
 
+def start_case_run(case_ref: str) -> uuid.UUID:
+    """Start (or find again) a case's remediation-case run: one per case, by its key."""
+    return start_flow(
+        ENTRY_FLOW, case_ref, idempotency_key=f"{case_ref.lower()}-{ENTRY_FLOW}", step=None
+    )
+
+
 def tag_run(flow_run_id: uuid.UUID, case_ref: str, step: Step | None) -> None:
     """Make sure a run carries the case's tags, however it was started (trigger, UI, CLI)."""
     wanted = case_tags(case_ref, step)
