@@ -497,6 +497,12 @@ class NotificationEvent(StrEnum):
     # the reporter's way back (tasks/reporter/): never the message's content
     REPORTER_MESSAGE = "reporter_message"  # to the case team: the reporter wrote
     REPORTER_NEWS = "reporter_news"  # to the reporter's own contact: there is news
+    # a reporter's deadlines (tasks/monitoring/reporter_deadlines.py): the case lead is reminded
+    # before each, and once it passes unmet it is escalated
+    REPORTER_ACK_DUE = "reporter_ack_due"
+    REPORTER_ACK_MISSED = "reporter_ack_missed"
+    REPORTER_FEEDBACK_DUE = "reporter_feedback_due"
+    REPORTER_FEEDBACK_MISSED = "reporter_feedback_missed"
 
 
 class Visibility(StrEnum):

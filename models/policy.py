@@ -214,6 +214,28 @@ class ConsentRules(_Rules):
     hold_whole_case_on_withdrawal: bool = False
 
 
+class ReporterRules(_Rules):
+    """What a reporter is promised (docs/domain.md, Reporters): an acknowledgement, then feedback.
+
+    Counted from the report's filing. The acknowledgement is due at the earlier of
+    `acknowledge_days` and the case severity's `acknowledge_hours` (the same "acknowledge by"
+    deadline: the severity's may only make it sooner); feedback within `feedback_days`.
+    """
+
+    acknowledge_days: PositiveInt = 7
+    feedback_days: PositiveInt = 90
+    # the case lead is reminded this many days before a reporter's deadline
+    remind_days_before: NonNegativeInt = 2
+
+    @model_validator(mode="after")
+    def _in_order(self) -> Self:
+        if not self.acknowledge_days < self.feedback_days:
+            raise ValueError("acknowledge_days must come before feedback_days")
+        if not self.remind_days_before < self.acknowledge_days:
+            raise ValueError("remind_days_before must be less than acknowledge_days")
+        return self
+
+
 class Policy(_Rules):
     """The whole policy file."""
 
@@ -223,6 +245,7 @@ class Policy(_Rules):
     milestones: MilestoneRules
     approvals: ApprovalRules
     consent: ConsentRules = ConsentRules()
+    reporters: ReporterRules = ReporterRules()
 
     @field_validator("response_level")
     @classmethod
@@ -343,6 +366,32 @@ def case_deadlines(severity: Severity, opened_at: datetime, policy: Policy) -> D
         verify_by=start + timedelta(days=rules.verify_days),
         decide_by=start + timedelta(days=rules.decide_days),
         plan_by=start + timedelta(days=rules.plan_days),
+    )
+
+
+class ReporterDeadlines(BaseModel, frozen=True):
+    """When a reporter must have been acknowledged and given feedback (UTC)."""
+
+    acknowledge_by: AwareDatetime
+    feedback_by: AwareDatetime
+
+
+def reporter_deadlines(
+    filed_at: datetime, severity: Severity | None, policy: Policy
+) -> ReporterDeadlines:
+    """Return a report's deadlines, counted from its filing.
+
+    The acknowledgement is due after `reporters.acknowledge_days`, or sooner if the case's
+    severity asks for it (`acknowledge_hours`); feedback after `reporters.feedback_days`.
+    """
+    start = _as_utc(filed_at, "filed_at")
+    rules = policy.reporters
+    acknowledge = timedelta(days=rules.acknowledge_days)
+    if severity is not None:
+        by_severity = timedelta(hours=policy.deadlines[severity].acknowledge_hours)
+        acknowledge = min(acknowledge, by_severity)
+    return ReporterDeadlines(
+        acknowledge_by=start + acknowledge, feedback_by=start + timedelta(days=rules.feedback_days)
     )
 
 

@@ -38,6 +38,7 @@ from models.enums import (
     OrganisationType,
     PlanStatus,
     RemedyRole,
+    ReporterStatus,
     ResponseLevel,
     RiskLevel,
     Role,
@@ -564,6 +565,10 @@ class ReporterReceipt(SQLModel, table=True):
     acknowledged_by_id: uuid.UUID | None = _fk("stakeholder.id", nullable=True)
     # what the case team chose to tell the reporter with the status (encrypted)
     reason_note_ciphertext: str | None = Field(default=None, sa_type=sa.Text)
+    # the status the monitoring sweep last told the reporter of (None: the one at filing), and
+    # when the status first showed them a result (planning, under way or closed): feedback
+    status_told: ReporterStatus | None = _enum(ReporterStatus, nullable=True)
+    status_feedback_at: datetime | None = _when(nullable=True)
 
     def __repr__(self) -> str:
         return f"ReporterReceipt(receipt_ref={self.receipt_ref!r})"

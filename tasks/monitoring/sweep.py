@@ -1,7 +1,9 @@
 """The monitoring sweep's work: find what is due with set-based queries, act once per threshold.
 
-A threshold is a milestone due soon, due today, overdue, or escalated for the n-th time, or a
-decision past its due time (reminder) or past the grace period (escalation n). Each has a key
+A threshold is a milestone due soon, due today, overdue, or escalated for the n-th time, a
+decision past its due time (reminder) or past the grace period (escalation n), or a reporter's
+acknowledgement or feedback deadline coming (reminder) or missed (escalation), or the status a
+reporter sees having changed (news: tasks/monitoring/reporter_deadlines.py). Each has a key
 naming the milestone or decision and its deadline; `reminder_sent` records the keys acted on, so
 a sweep never repeats a reminder and an extended deadline gets reminders of its own.
 
@@ -46,6 +48,7 @@ from notifications.outbox import notify
 from tasks.case_state import CLOSED_MILESTONES
 from tasks.context import current_policy, current_routing, utcnow
 from tasks.decisions.codes import live_link, request_context
+from tasks.monitoring.reporter_deadlines import NEWS, act_on_receipt, find_reporter_items
 from tasks.steps.implement import milestone_notice
 from tasks.store.audit import append_audit
 from tasks.store.cases import get_case
@@ -57,7 +60,18 @@ SWEEP = "system:monitoring"
 # one found held by the time its case is checked is skipped (`_act`), so nothing mentions them
 OPEN_MILESTONES = (MilestoneStatus.PLANNED, MilestoneStatus.ACTIVE)
 Threshold = Literal[
-    "due-soon", "due-today", "overdue", "escalated", "decision-reminder", "decision-escalated"
+    "due-soon",
+    "due-today",
+    "overdue",
+    "escalated",
+    "decision-reminder",
+    "decision-escalated",
+    # a reporter's deadlines and news (tasks/monitoring/reporter_deadlines.py)
+    "reporter-ack-due",
+    "reporter-ack-missed",
+    "reporter-feedback-due",
+    "reporter-feedback-missed",
+    "reporter-news",
 ]
 
 
@@ -69,7 +83,8 @@ class DueItem(BaseModel):
     case_ref: str
     action_id: uuid.UUID | None = None
     request_id: uuid.UUID | None = None
-    deadline: str  # the due date (or time) the threshold belongs to
+    receipt_id: uuid.UUID | None = None
+    deadline: str  # the due date (or time) the threshold belongs to (a reporter's news: status)
     level: int = 0  # escalation number
 
 
@@ -170,6 +185,17 @@ def find_due(*, now: datetime, policy: Policy | None = None) -> SweepPlan:
         for request_id, ref, due_at in decisions:
             if due_at is not None:
                 items += decision_items(request_id, ref, due_at, now, policy)
+        reporters = find_reporter_items(session, now=now, policy=policy)
+        items += [
+            DueItem(
+                key=r.key,
+                threshold=r.threshold,
+                case_ref=r.case_ref,
+                receipt_id=r.receipt_id,
+                deadline=r.deadline,
+            )
+            for r in reporters
+        ]
         sent: set[str] = set()
         keys = [i.key for i in items]
         for start in range(0, len(keys), 500):
@@ -181,7 +207,11 @@ def find_due(*, now: datetime, policy: Policy | None = None) -> SweepPlan:
     for item in items:
         if item.key not in sent:
             by_case[item.case_ref].append(item)
-    return SweepPlan(now=now, by_case=dict(by_case), candidates=len(milestones) + len(decisions))
+    return SweepPlan(
+        now=now,
+        by_case=dict(by_case),
+        candidates=len(milestones) + len(decisions) + len({r.receipt_id for r in reporters}),
+    )
 
 
 class CaseCheck(BaseModel):
@@ -198,7 +228,11 @@ def check_case(case_ref: str, items: list[DueItem], *, now: datetime) -> CaseChe
     with unit_of_work() as session:
         case = get_case(session, case_ref, lock=True)
         if case.status != CaseStatus.ACTIVE:
-            return CaseCheck(case_ref=case_ref, sent=[], skipped=[i.key for i in items])
+            # a case on hold or closed is not chased; its reporters still hear that there is news
+            skipped = [i.key for i in items if i.threshold != NEWS]
+            items = [i for i in items if i.threshold == NEWS]
+            if not items:
+                return CaseCheck(case_ref=case_ref, sent=[], skipped=skipped)
         for item in items:
             if session.get(ReminderSent, item.key) is not None or not _act(
                 session, case, item, now
@@ -224,6 +258,17 @@ def check_case(case_ref: str, items: list[DueItem], *, now: datetime) -> CaseChe
 
 def _act(session: Session, case: RemediationCase, item: DueItem, now: datetime) -> bool:
     """Send what a threshold calls for; False if it no longer applies (moved, extended...)."""
+    if item.receipt_id is not None:
+        return act_on_receipt(
+            session,
+            case,
+            receipt_id=item.receipt_id,
+            threshold=item.threshold,
+            key=item.key,
+            deadline=item.deadline,
+            now=now,
+            policy=current_policy(),
+        )
     if item.action_id is not None:
         action = session.get(PlanAction, item.action_id)
         if (

@@ -97,6 +97,17 @@ def tell_reporter(session: Session, *, receipt: ReporterReceipt, key: str, now: 
     return True
 
 
+def tell_status(session: Session, *, receipt: ReporterReceipt, now: datetime) -> bool:
+    """Tell a reporter who agreed to it that their report's status changed (never to what).
+
+    The monitoring sweep calls it when the status it last told differs, and records the new one
+    in the same transaction (tasks/monitoring/reporter_deadlines.py): that makes it once per
+    change. The key names the moment, not the status: it travels with the e-mail (X-Remedy-Key).
+    """
+    key = f"reporter-news:status:{receipt.id}:{now:%Y%m%dT%H%M%S%f}"
+    return tell_reporter(session, receipt=receipt, key=key, now=now)
+
+
 def follow_up_link() -> str:
     """Return the public follow-up page's address (the approval page's app serves it)."""
     return f"{get_settings().approval_base_url.rstrip('/')}/follow-up"

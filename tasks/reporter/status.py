@@ -64,3 +64,21 @@ def closed_reason(
     if screening == ScreeningOutcome.REJECTED:
         return ClosedReason.NOT_SUBSTANTIATED
     return ClosedReason.OTHER
+
+
+# Feedback: the status a reporter sees shows them a result once it leaves verification.
+FEEDBACK_STATUSES = frozenset(
+    {ReporterStatus.PLANNING, ReporterStatus.UNDER_WAY, ReporterStatus.CLOSED}
+)
+
+
+def is_news(told: ReporterStatus | None, now: ReporterStatus) -> bool:
+    """Tell whether the status a reporter sees changed since they were last told (None: filing).
+
+    Received -> being verified is where every report starts, not news: the reporter is told
+    when a verdict moves it on (planning, or closed), when the plan gets under way, and so on.
+    """
+    before = told or ReporterStatus.RECEIVED
+    if now == before:
+        return False
+    return not (before == ReporterStatus.RECEIVED and now == ReporterStatus.BEING_VERIFIED)

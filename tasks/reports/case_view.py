@@ -10,9 +10,11 @@ from prefect.artifacts import create_markdown_artifact
 from sqlmodel import col, select
 
 from models.enums import DecisionRequestStatus, PlanStatus, Step
-from models.tables import DecisionRequest, PlanAction, Stakeholder
+from models.tables import DecisionRequest, PlanAction, ReporterReceipt, Stakeholder
 from tasks.case_state import current_plan, milestone_summary
+from tasks.context import current_policy
 from tasks.markdown import md_text
+from tasks.monitoring.reporter_deadlines import ReceiptTimes, receipt_times, timeliness
 from tasks.steps.table import spec_of
 from tasks.store.cases import get_case
 from tasks.store.db import read_only
@@ -24,7 +26,9 @@ def case_artifact_key(case_ref: str) -> str:
 
 
 def case_view(case_ref: str, *, now: datetime, link: Callable[[uuid.UUID], str | None]) -> str:
-    """Render a case's view: step, status, waiting decisions, milestones (references only).
+    """Render a case's view: step, status, waiting decisions, milestones, reporters' deadlines.
+
+    References, dates and states only (a receipt's public reference, never its thread).
 
     `link` gives a waiting request's stable link (tasks/store/links.py `run_link_url`), never its
     run's page: the artifact outlives a run that crashes and is replaced.
@@ -105,7 +109,38 @@ def case_view(case_ref: str, *, now: datetime, link: Callable[[uuid.UUID], str |
                 )
         else:
             lines.append("No plan yet.")
+        lines += ["", "## Reporters", ""]
+        lines += _reporter_lines(
+            receipt_times(
+                session, col(ReporterReceipt.case_id) == case.id, policy=current_policy()
+            ),
+            now,
+        )
         return "\n".join(lines) + "\n"
+
+
+def _reporter_lines(receipts: list[ReceiptTimes], now: datetime) -> list[str]:
+    """The reporters' deadlines: acknowledgement and feedback, each on time, late or open."""
+    if not receipts:
+        return ["No report was filed with a receipt."]
+    lines = [
+        "| receipt | filed | acknowledgement | feedback |",
+        "|---|---|---|---|",
+    ]
+    for t in receipts:
+        ack = _met(t.acknowledge_by, t.acknowledged_at, now)
+        feedback = _met(t.feedback_by, t.feedback_at, now)
+        lines.append(
+            f"| {md_text(t.receipt_ref)} | {t.filed_at:%Y-%m-%d %H:%M} | {ack} | {feedback} |"
+        )
+    return lines
+
+
+def _met(due: datetime, met: datetime | None, now: datetime) -> str:
+    state = timeliness(due, met, now)
+    if met is not None:
+        return f"{met:%Y-%m-%d %H:%M}, {state} (due {due:%Y-%m-%d %H:%M})"
+    return state if state.startswith("due ") else f"{state} (due {due:%Y-%m-%d %H:%M})"
 
 
 def publish_case_view(case_ref: str, *, now: datetime) -> uuid.UUID:
@@ -116,6 +151,6 @@ def publish_case_view(case_ref: str, *, now: datetime) -> uuid.UUID:
     artifact_id = create_markdown_artifact(
         key=case_artifact_key(case_ref),
         markdown=markdown,
-        description=f"Case {case_ref}: step, waiting decisions and milestones",
+        description=f"Case {case_ref}: step, waiting decisions, milestones and reporters",
     )
     return artifact_id if isinstance(artifact_id, uuid.UUID) else uuid.UUID(str(artifact_id))

@@ -6,7 +6,8 @@ rows) and returns a pydantic model, which `tasks.reports.lessons_render` turns i
 HTML; `publish_lessons_artifact` publishes the Markdown in the Prefect UI.
 
 No personal data: the queries read references, enums, dates, countries, tiers and the coded root
-causes only — never affected persons, narratives, free-text fields or `*_ciphertext` columns.
+causes only — never affected persons, narratives, free-text fields or `*_ciphertext` columns
+(reporters: receipts' dates and public references, never their threads or contacts).
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ from models.tables import (
     PlanAction,
     RemediationCase,
 )
+from tasks.context import current_policy
+from tasks.monitoring.reporter_deadlines import receipt_times
 from tasks.store.db import read_only
 
 ARTIFACT_KEY = "remedy-lessons"
@@ -126,6 +129,24 @@ class CrossTab(BaseModel):
         }
 
 
+class ReporterTimeliness(BaseModel):
+    """Reports filed with a receipt on the closed cases: acknowledged and answered on time?
+
+    Deadlines and what counts as feedback: tasks/monitoring/reporter_deadlines.py. Days late are
+    whole days past the deadline.
+    """
+
+    receipts: int
+    acknowledged_on_time: int
+    acknowledged_late: int
+    not_acknowledged: int
+    worst_acknowledgement_days_late: int | None
+    feedback_on_time: int
+    feedback_late: int
+    no_feedback: int
+    worst_feedback_days_late: int | None
+
+
 class LessonsFigures(BaseModel):
     """Everything the lessons-learned report shows; references, enums and counts only."""
 
@@ -141,6 +162,7 @@ class LessonsFigures(BaseModel):
     root_causes: list[NamedCount]
     by_tier: CrossTab
     by_country: CrossTab
+    reporters: ReporterTimeliness
 
     @property
     def decisions_total(self) -> DecisionDelay:
@@ -169,6 +191,7 @@ def lessons_figures(*, since: date | None, now: datetime) -> LessonsFigures:
             milestones=_milestones(session, scope),
             decisions=_decisions(session, scope),
             forms=_forms(session, scope),
+            reporters=_reporters(session, scope),
             **_root_causes(session, scope),
         )
 
@@ -340,6 +363,32 @@ def _forms(session: Session, scope: Any) -> list[FormCount]:
     kinds = list(ActionKind)
     found = [FormCount(kind=k, category=c, delivered=int(n)) for k, c, n in rows]
     return sorted(found, key=lambda f: (kinds.index(f.kind), -f.delivered, f.category))
+
+
+def _reporters(session: Session, scope: Any) -> ReporterTimeliness:
+    # one row per receipt (a few per case): feedback is the earlier of a reply and a status,
+    # which is simpler to combine here than in SQL
+    times = receipt_times(session, col(RemediationCase.id).in_(scope), policy=current_policy())
+
+    def count(pairs: list[tuple[datetime, datetime | None]]) -> tuple[int, int, int, int | None]:
+        late = [(met - due).days for due, met in pairs if met is not None and met > due]
+        on_time = sum(1 for due, met in pairs if met is not None and met <= due)
+        never = sum(1 for _, met in pairs if met is None)
+        return on_time, len(late), never, max(late, default=None)
+
+    ack = count([(t.acknowledge_by, t.acknowledged_at) for t in times])
+    feedback = count([(t.feedback_by, t.feedback_at) for t in times])
+    return ReporterTimeliness(
+        receipts=len(times),
+        acknowledged_on_time=ack[0],
+        acknowledged_late=ack[1],
+        not_acknowledged=ack[2],
+        worst_acknowledgement_days_late=ack[3],
+        feedback_on_time=feedback[0],
+        feedback_late=feedback[1],
+        no_feedback=feedback[2],
+        worst_feedback_days_late=feedback[3],
+    )
 
 
 def _root_causes(session: Session, scope: Any) -> dict[str, Any]:

@@ -16,6 +16,13 @@ from models.enums import (
     PlanStatus,
 )
 from models.tables import ActionPlan, DecisionRequest, PlanAction, RemediationCase
+from tasks.context import current_policy
+from tasks.monitoring.reporter_deadlines import (
+    ReceiptTimes,
+    receipts_of,
+    timeliness,
+    urgency,
+)
 from tasks.store.db import read_only
 
 PORTFOLIO_KEY = "remedy-portfolio"
@@ -69,6 +76,7 @@ def portfolio(*, now: datetime, limit: int = 500) -> tuple[list[dict[str, Any]],
             )
         ).all():
             waiting.setdefault(case_id, []).append(str(kind))
+        reporters = receipts_of(session, [r[0] for r in rows], current_policy())
     table = []
     for case_id, ref, step, state, since, level, total, done, overdue in rows:
         table.append(
@@ -81,10 +89,24 @@ def portfolio(*, now: datetime, limit: int = 500) -> tuple[list[dict[str, Any]],
                 "milestones done": f"{done or 0}/{total or 0}",
                 "overdue": int(overdue or 0),
                 "waiting decision": ", ".join(sorted(waiting.get(case_id, []))) or "-",
+                **_reporter_columns(reporters.get(case_id, []), now),
             }
         )
     table.sort(key=lambda r: (-r["overdue"], -r["days in step"], r["case"]))
     return table[:limit], len(table)
+
+
+def _reporter_columns(receipts: list[ReceiptTimes], now: datetime) -> dict[str, str]:
+    """The most worrying acknowledgement and feedback among a case's receipts ("-": none)."""
+    deadlines = {
+        "reporter acknowledged": [(t.acknowledge_by, t.acknowledged_at) for t in receipts],
+        "reporter feedback": [(t.feedback_by, t.feedback_at) for t in receipts],
+    }
+    columns = {}
+    for name, pairs in deadlines.items():
+        worst = max(pairs, key=lambda pair: urgency(pair[0], pair[1], now), default=None)
+        columns[name] = "-" if worst is None else timeliness(worst[0], worst[1], now)
+    return columns
 
 
 def publish_portfolio(*, now: datetime, limit: int = 500) -> None:
