@@ -172,11 +172,12 @@ def examples() -> Path:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Under `make test` (pytest-xdist, two workers, `--dist loadgroup`), keep together what
     shares a Prefect server: the tests on the session's server (the `e2e` fixture) run on one
-    worker, so the session starts one server; the end-to-end tests that start a stack of their own
-    run one after another; the rest spreads over both workers meanwhile."""
+    worker, so the session starts one server; an end-to-end module that starts a stack of its own
+    stays on one worker (its module fixtures are made once); everything else goes to whichever
+    worker is free."""
     e2e = ROOT / "tests" / "e2e"
     for item in items:
         if "e2e" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.xdist_group("prefect-session"))
         elif item.path.is_relative_to(e2e):
-            item.add_marker(pytest.mark.xdist_group("own-stack"))
+            item.add_marker(pytest.mark.xdist_group(f"own-stack-{item.path.stem}"))
