@@ -7,7 +7,10 @@ stakeholders take every decision through the Prefect API as the UI's Resume butt
 the first: the case lead takes it on the approval page, from the link in her e-mail, with a
 passkey. The policy has the page take no decision without one, so she first enrols one as a
 person would: `remedy passkey invite`, the link from her e-mail, the one-time code from her chat,
-and a software authenticator (demo/softkey.py) answering as her browser's would. Then a
+and a software authenticator (demo/softkey.py) answering as her browser's would. Meanwhile a
+second, anonymous report comes in through the public report page (an HTTP POST, as a browser
+without script sends it, demo/reporter.py); the case lead answers its reporter and screens it,
+and the reporter's follow-up page is printed as it reads with the receipt code. Then a
 monitoring sweep on an accelerated clock finds a milestone overdue and escalates it, the plan is
 completed, the case closes, and the lessons report is printed. Stops what it started.
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import sys
 import time
@@ -24,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from demo.reporter import PageReceipt
     from demo.softkey import SoftAuthenticator
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,7 +40,7 @@ LEAD, LEAD_MAIL = "lena.lead", "lena.lead@acme.example"  # the case lead in exam
 def _remedy(*argv: str) -> None:
     from flows.cli import main as remedy
 
-    print(f"\n$ remedy {' '.join(argv)}", flush=True)
+    print(f"\n$ remedy {shlex.join(argv)}", flush=True)
     try:
         remedy(list(argv))
     except SystemExit as exc:
@@ -95,9 +100,11 @@ def _run_case(ui: str, mail: object, chat: object, started: float) -> int:
 
     print("\nThe case lead adds a passkey first: the approval page takes no decision without one:")
     device = _enrol_passkey(mail, chat, reference, LEAD, LEAD_MAIL)
+    receipt = _report_on_the_page()  # after the invitation: `passkey invite` names the newest case
 
     print("\nThe case lead decides the screening from the link in her e-mail, with her passkey:")
     _decide_on_the_page(mail, reference, (LEAD, LEAD_MAIL), device)
+    _answer_the_reporter(receipt, ui)
 
     print("\nScripted stakeholders take the next decisions as they come (Prefect API, as the UI):")
     people = ScriptedStakeholders(
@@ -123,6 +130,47 @@ def _run_case(ui: str, mail: object, chat: object, started: float) -> int:
     print(f"To browse it again later:   REMEDY_HOME={HOME} .venv/bin/remedy up")
     print(f"The UI asks for the API credential: the line in {HOME / 'prefect-api.auth'}")
     return 0
+
+
+def _report_on_the_page() -> PageReceipt:
+    """A worker's relative reports on the public page, as a browser without script would: the
+    form's GET for its CSRF token, then the POST. The page stores the case and starts its run."""
+    from demo.reporter import SAMPLE_FIELDS, file_through_page
+
+    base = os.environ["REMEDY_APPROVAL_BASE_URL"]
+    print(f"\nA worker's relative reports on the public page, anonymously ({base}/report):")
+    print(f"  GET  {base}/report  (the form and its CSRF token)")
+    receipt = file_through_page(base, SAMPLE_FIELDS)
+    print(f"  POST the form: HTTP {receipt.status}; the receipt shown once:")
+    print(f"  receipt code {receipt.code}  (proof of filing: {receipt.receipt_ref})")
+    return receipt
+
+
+def _answer_the_reporter(receipt: PageReceipt, ui: str) -> None:
+    """The case lead answers the page's reporter and screens the report; the reporter then
+    opens the follow-up page with the receipt code and reads what it says."""
+    from demo.reporter import case_of_receipt, follow_up_page
+    from demo.scripted import ScriptedStakeholders
+    from models.enums import DecisionKind
+    from tasks.decisions.requests import waiting_requests
+
+    ref = case_of_receipt(receipt.receipt_ref)
+    print(f"\nThe page's report is case {ref}; the case lead answers its reporter:")
+    _remedy("reporter", "reply", ref, "--text", "Thank you. We are checking what you told us.")
+    deadline = time.monotonic() + 180
+    while not (waiting := waiting_requests(ref)):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the screening of {ref} did not wait")
+        time.sleep(0.5)
+    people = ScriptedStakeholders(
+        on_step=lambda s: print(f"  {s.what:<44} by {s.who:<15} {_link(ui, s.where)}", flush=True)
+    )
+    assert waiting[0].kind == DecisionKind.SCREENING
+    people.decide(waiting[0])
+    base = os.environ["REMEDY_APPROVAL_BASE_URL"]
+    print(f"\nThe reporter opens {base}/follow-up with the receipt code and reads:")
+    for line in follow_up_page(base, receipt.code).splitlines():
+        print(f"  | {line}")
 
 
 def _wait_for_runs(reference: str, timeout: float = 120.0) -> None:

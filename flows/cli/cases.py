@@ -38,7 +38,8 @@ def intake(file: Path, *, start: bool = True) -> int:
     """Validate a report (JSON or YAML), open a case for it, and print the case reference.
 
     With a Prefect server configured (PREFECT_API_URL), the case's run is started too
-    (--no-start leaves that to `remedy start REF`).
+    (--no-start leaves that to `remedy start REF`, or to the next monitoring sweep once the
+    case has waited two minutes: a case never started is repaired like a crash).
     """
     from tasks.context import utcnow
     from tasks.intake import open_case, read_report

@@ -3,8 +3,9 @@ Crash recovery).
 
 Every way a step can die shows up here: its run ended (crashed, failed, cancelled, or completed
 with the case still in the step), is gone, never started, or is Running with its process gone
-(no heartbeat for longer than `silence`: a runner killed with its children reports nothing); and
-a decision waits on a run that no longer waits for it.
+(no heartbeat for longer than `silence`: a runner killed with its children reports nothing); a
+decision waits on a run that no longer waits for it; and a case stored at intake whose entry run
+never started (Prefect was down when the report was filed) or ended without starting step 1.
 """
 
 from __future__ import annotations
@@ -17,17 +18,18 @@ from typing import TYPE_CHECKING
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.settings import get_current_settings
 from pydantic import BaseModel
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
-from models.enums import DecisionRequestStatus, Step, StepRunStatus
+from models.enums import CaseState, DecisionRequestStatus, Step, StepRunStatus
 from models.lifecycle import WORK_STATES
-from models.tables import DecisionRequest, RemediationCase, StepRun
+from models.tables import AuditEvent, DecisionRequest, RemediationCase, StepRun
 from tasks.context import utcnow
 from tasks.store.db import read_only
 
 if TYPE_CHECKING:
     from prefect.client.orchestration import SyncPrefectClient
 
+CASE_STARTED = "reconcile.case_started"  # the audit of a case's entry run started by a repair
 GRACE = timedelta(minutes=2)  # a handover or a suspend in progress is not a problem yet
 HEARTBEAT = "prefect.flow-run.heartbeat"
 MISSED_HEARTBEATS = 3  # as Prefect's own zombie-run automation counts (docs/architecture.md)
@@ -63,6 +65,7 @@ class Finding(BaseModel):
     case_ref: str
     step: int
     # decision-without-run | step-run-lost | step-run-silent | step-not-started | step-run-ended
+    # | case-not-started
     kind: str
     flow_run_id: uuid.UUID | None
     run_state: str | None
@@ -191,13 +194,63 @@ def diagnose(*, now: datetime, runs: RunReader = read_runs) -> list[Finding]:
             .join(RemediationCase, col(RemediationCase.id) == col(StepRun.case_id))
             .where(col(StepRun.status) != StepRunStatus.FINISHED)
         ).all()
+        at_intake = _at_intake(session, now)
     ids: set[uuid.UUID] = {r.flow_run_id for r, _ in waiting if r.flow_run_id}
     ids |= {s.flow_run_id for s, _ in latest if s.flow_run_id}
+    ids |= {r for r in at_intake.values() if r is not None}
     known = runs(sorted(ids, key=str)) if ids else {}
     carriers = _newest_entries(latest)
     findings = list(_waiting_findings(waiting, carriers, known, now))
     findings += _step_findings(carriers.values(), known, now)
+    findings += _intake_findings(at_intake, known)
     return sorted(findings, key=lambda f: (f.case_ref, f.step, f.kind))
+
+
+def _at_intake(session: Session, now: datetime) -> dict[str, uuid.UUID | None]:
+    """Cases stored at intake for longer than the grace period, with the entry run the
+    reconciler last started for each (None: it never started one)."""
+    refs = session.exec(
+        select(RemediationCase.reference).where(
+            RemediationCase.state == CaseState.INTAKE,
+            col(RemediationCase.state_changed_at) < now - GRACE,
+        )
+    ).all()
+    if not refs:
+        return {}
+    started = session.exec(
+        select(AuditEvent)
+        .where(col(AuditEvent.chain).in_(refs), AuditEvent.action == CASE_STARTED)
+        .order_by(col(AuditEvent.at), col(AuditEvent.id))
+    ).all()
+    last: dict[str, uuid.UUID | None] = dict.fromkeys(refs)
+    for event in started:
+        last[event.chain] = uuid.UUID(str(event.details["flow_run_id"]))
+    return last
+
+
+def _intake_findings(
+    at_intake: dict[str, uuid.UUID | None], known: dict[uuid.UUID, RunSeen]
+) -> list[Finding]:
+    """A case left at intake: its entry run never started, or the repair's run ended early."""
+    findings = []
+    for ref, run_id in sorted(at_intake.items()):
+        run = known.get(run_id) if run_id is not None else None
+        if run is not None and run.working:
+            continue  # the repair's run is on its way: it moves the case to step 1
+        what = "no run was started" if run_id is None else f"its entry run {_how(run)}"
+        findings.append(
+            Finding(
+                case_ref=ref,
+                step=int(Step.VERIFY),
+                kind="case-not-started",
+                flow_run_id=run_id,
+                run_state=_state(run),
+                detail=f"the case is stored at intake but {what}",
+                repair="start the case's run",
+                run_silent=run is not None and run.silent,
+            )
+        )
+    return findings
 
 
 def _newest_entries(

@@ -1,8 +1,9 @@
 """The reconciler: repair what `remedy doctor` finds (docs/architecture.md, Crash recovery).
 
 Each (case, step) in disagreement is repaired once per sweep: a pending entry is handed over;
-anything else gets a fresh run of the step, after any run whose process is gone is marked
-Crashed. Every repair is audited once; the restarted step finds its work done in the store.
+a case left at intake gets its entry run; anything else gets a fresh run of the step, after any
+run whose process is gone is marked Crashed. Every repair is audited once; the restarted step
+finds its work done in the store.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from sqlmodel import Session, col, func, select
 
 from models.enums import Step, StepRunStatus
 from models.tables import AuditEvent, StepRun
-from tasks.monitoring.doctor import Finding, RunReader, diagnose, read_runs
+from tasks.monitoring.doctor import CASE_STARTED, Finding, RunReader, diagnose, read_runs
 from tasks.orchestration import runs
 from tasks.orchestration.deployments import STEP_DEPLOYMENTS
 from tasks.store.audit import append_audit
@@ -38,8 +39,10 @@ class Repair(BaseModel):
 class RunControl(Protocol):
     """What the reconciler asks of Prefect (tests pass a fake of this port)."""
 
-    def start(self, flow: str, case_ref: str, *, idempotency_key: str, step: Step) -> uuid.UUID:
-        """Create a run of a step's deployment; a repeated key returns the same run."""
+    def start(
+        self, flow: str, case_ref: str, *, idempotency_key: str, step: Step | None
+    ) -> uuid.UUID:
+        """Create a run of a deployment (step None: the entry); a repeated key: the same run."""
 
     def crash(self, flow_run_id: uuid.UUID, *, why: str) -> bool:
         """Mark a run whose process is gone Crashed; say whether it was changed."""
@@ -51,7 +54,9 @@ class RunControl(Protocol):
 class PrefectRuns:
     """The reconciler's port to the Prefect API."""
 
-    def start(self, flow: str, case_ref: str, *, idempotency_key: str, step: Step) -> uuid.UUID:
+    def start(
+        self, flow: str, case_ref: str, *, idempotency_key: str, step: Step | None
+    ) -> uuid.UUID:
         return runs.start_flow(flow, case_ref, idempotency_key=idempotency_key, step=step)
 
     def crash(self, flow_run_id: uuid.UUID, *, why: str) -> bool:
@@ -117,12 +122,12 @@ def restart_step(
     return repair
 
 
-def _audited(session: Session, case_ref: str, run_id: uuid.UUID) -> bool:
-    """Tell whether a restart onto this run is in the case's audit chain already."""
+def _audited(
+    session: Session, case_ref: str, run_id: uuid.UUID, *, action: str = "reconcile.restarted"
+) -> bool:
+    """Tell whether a repair onto this run is in the case's audit chain already."""
     restarts = session.exec(
-        select(AuditEvent).where(
-            AuditEvent.chain == case_ref, AuditEvent.action == "reconcile.restarted"
-        )
+        select(AuditEvent).where(AuditEvent.chain == case_ref, AuditEvent.action == action)
     ).all()
     return any(e.details.get("flow_run_id") == str(run_id) for e in restarts)
 
@@ -153,6 +158,8 @@ def _repair(
 ) -> Repair | None:
     """Repair one case's step: hand a pending entry over, or crash what is dead and restart."""
     kinds = {f.kind for f in found}
+    if kinds == {"case-not-started"}:
+        return start_case(case_ref, now=now, control=control)
     if kinds == {"step-not-started"} and step != Step.LESSONS:
         started = control.hand_over(case_ref, now=now)
         if not started:
@@ -175,3 +182,35 @@ def _repair(
     why = "no heartbeat: its process is gone (marked by Remedy's reconciler)"
     crashed = [r for r in sorted(silent, key=str) if control.crash(r, why=why)]
     return restart_step(case_ref, step, found[0].kind, now=now, control=control, crashed=crashed)
+
+
+def start_case(case_ref: str, *, now: datetime, control: RunControl) -> Repair | None:
+    """Start the entry run of a case left at intake (audited once per run started).
+
+    The first repair uses the key intake uses, so a run that was created after all (its answer
+    lost) is found again rather than doubled; a repair after a run that ended without moving
+    the case draws a fresh key. Two sweeps at once get the same run and audit it once.
+    """
+    with unit_of_work() as session:
+        earlier = session.exec(
+            select(func.count())
+            .select_from(AuditEvent)
+            .where(AuditEvent.chain == case_ref, AuditEvent.action == CASE_STARTED)
+        ).one()
+    key = f"{case_ref.lower()}-{runs.ENTRY_FLOW}" + (f"-repair-{earlier}" if earlier else "")
+    run_id = control.start(runs.ENTRY_FLOW, case_ref, idempotency_key=key, step=None)
+    with unit_of_work() as session:
+        get_case(session, case_ref, lock=True)
+        if _audited(session, case_ref, run_id, action=CASE_STARTED):
+            return None  # a sweep at the same moment made this very repair (same key)
+        append_audit(
+            session,
+            chain=case_ref,
+            actor=RECONCILER,
+            action=CASE_STARTED,
+            at=now,
+            details={"step": int(Step.VERIFY), "flow_run_id": str(run_id), "key_repair": earlier},
+        )
+    return Repair(
+        case_ref=case_ref, step=int(Step.VERIFY), reason="case-not-started", flow_run_id=run_id
+    )

@@ -7,6 +7,7 @@ content, a message's text or the reporter's contact.
 
 from __future__ import annotations
 
+import logging
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
@@ -42,6 +43,8 @@ BASE32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
 CODE_GROUPS = 7  # 28 characters, 140 bits
 REF_GROUPS = 2  # R-2026-7KQ3-F2ZD: a public reference, unique, not a secret
 _TYPOS = str.maketrans({"0": "O", "1": "I", "8": "B"})
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -120,7 +123,9 @@ def file_report(
     A duplicate report joins its case and still gets a receipt of its own (its run already
     exists). The code is stored only as a keyed hash. The case and the receipt are two
     transactions: should the receipt fail, the reporter files again and joins the same case.
-    Raises nothing that names the report's content.
+    Once both are stored the receipt is returned whatever happens next: a run that cannot start
+    (Prefect down) is audited and left to the monitoring sweep, which starts a case left at
+    intake (tasks/monitoring/reconcile.py). Raises nothing that names the report's content.
     """
     opened = open_case(report, now=now, actor=actor)
     contact = report.reporter.contact if report.reporter and not report.anonymous else None
@@ -134,11 +139,33 @@ def file_report(
         actor=actor,
     )
     if start and not opened.duplicate:
-        from tasks.orchestration.runs import prefect_configured, start_case_run
-
-        if prefect_configured():
-            start_case_run(opened.reference)  # as `remedy intake` does
+        _start_case(opened.reference, now=now, actor=actor)
     return filed
+
+
+def _start_case(reference: str, *, now: datetime, actor: str) -> None:
+    """Start the case's entry run, as `remedy intake` does; a failure is audited, not raised.
+
+    The exception's text may quote what Prefect was sent, so only its type is kept.
+    """
+    from tasks.orchestration.runs import prefect_configured, start_case_run
+
+    if not prefect_configured():
+        return
+    try:
+        start_case_run(reference)
+    except Exception as exc:  # Prefect down or refusing: the sweep starts the case later
+        error = type(exc).__name__
+        log.warning("%s: its run could not start (%s); the next sweep starts it", reference, error)
+        with unit_of_work() as session:
+            append_audit(
+                session,
+                chain=reference,
+                actor=actor,
+                action="reporter.start_failed",
+                at=now,
+                details={"error": error},
+            )
 
 
 def _record_receipt(

@@ -23,6 +23,7 @@ from models.enums import (
 )
 from tests.e2e.conftest import E2E
 from tests.e2e.helpers import case_runs, flow_name, latest_artifact, open_case, wait_for
+from tests.e2e.test_reporter_e2e import public_page  # noqa: F401 (fixture)
 
 pytestmark = [pytest.mark.prefect, pytest.mark.slow]
 
@@ -243,14 +244,76 @@ def test_the_canary_never_leaks(live: E2E, examples: Path, tmp_path: Path) -> No
     carries the canary (one case through six steps serves both); run alone, it drives its own.
     """
     ref = _PIPELINE_CASE.get("ref") or _drive_canary_case(examples, tmp_path)
+    assert_no_canary_leaks(live, ref, min_mails=11, min_runs=7)
+
+
+def test_the_canary_never_leaks_from_the_report_page(
+    live: E2E,
+    public_page: str,  # noqa: F811
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The same canary, filed by a named reporter on the public page (not anonymous, agreeing to
+    be contacted), never leaks either: the case team answers, so the reporter is told there is
+    news at the canary contact (that message carries neither the name nor the report), and step 1
+    ends on an unsubstantiated verdict. The page's process (the test's) logs none of it either,
+    nor does any part of the stack in its log file."""
+    from demo.reporter import SAMPLE_FIELDS, file_through_page, follow_up_page
+    from tests.e2e.test_reporter_e2e import UNSUBSTANTIATED
+    from tests.integration.test_cli_actor import map_me
+    from tests.integration.test_intake import run_cli
+    from tests.integration.test_report_page import case_of
+
+    fields = {
+        **SAMPLE_FIELDS,
+        "what": f"Mr {NARRATIVE_ONLY} and eleven others are kept at the pit at night.",
+        "name": NAME,
+        "contact": CONTACT,
+        "reply": "contact",
+        "contact_ok": "yes",
+    }
+    filed = file_through_page(public_page, fields)
+    ref = case_of(filed.receipt_ref)
+    map_me(tmp_path)
+    assert run_cli("reporter", "reply", ref, "--text", "Thank you, we are checking.") == 0
+    people = ScriptedStakeholders(override_once={DecisionKind.VERIFICATION: UNSUBSTANTIATED})
+    people.drive(ref, until=CaseState.CLOSING, timeout=240)
+    assert "Closed" in follow_up_page(public_page, filed.code)
+
+    assert_no_canary_leaks(
+        live, ref, min_mails=3, min_runs=2, reporter=CONTACT, others_mailed=False
+    )
+    clean(caplog.text, "the page's log", extra=(NARRATIVE_ONLY,))
+    for log in sorted((live.stack.home / "logs").glob("*.log")):
+        clean(log.read_text(errors="replace"), f"{log.name}", extra=(NARRATIVE_ONLY,))
+
+
+def assert_no_canary_leaks(
+    live: E2E,
+    ref: str,
+    *,
+    min_mails: int,
+    min_runs: int,
+    reporter: str | None = None,
+    others_mailed: bool = True,
+) -> None:
+    """The canary rules for one case: identities in no message, the narrative only in e-mails
+    to roles that may read it, nothing in chat or in Prefect (run names, parameters, logs,
+    artifacts, run inputs, events). E-mails to the reporter's own address (`reporter`) may be
+    addressed to it, and carry nothing else of the report."""
     from tasks.context import utcnow
     from tasks.drain import deliver_due
 
     deliver_due(now=utcnow())  # whatever is still in the outbox
 
     # e-mail: identities never; the narrative only to roles that may read it
+    to_reporter = [m for m in live.mail.messages if reporter and str(m["To"]) == reporter]
+    for message in to_reporter:
+        text = mail_text(message).replace(reporter or "", "")
+        clean(text, "the e-mail to the reporter", extra=(NARRATIVE_ONLY, ref))
+    assert not reporter or to_reporter, "the reporter who agreed should have been told of news"
     mails = [m for m in live.mail.messages if ref in str(m["Subject"])]
-    assert len(mails) > 10
+    assert len(mails) >= min_mails
     readers_saw = False
     for message in mails:
         to, text = str(message["To"]), mail_text(message)
@@ -260,7 +323,8 @@ def test_the_canary_never_leaks(live: E2E, examples: Path, tmp_path: Path) -> No
         else:
             clean(text, f"e-mail to {to}", extra=(NARRATIVE_ONLY,))
     assert readers_saw, "the case lead should have had the narrative in the case_opened e-mail"
-    assert {str(m["To"]) for m in mails} - NARRATIVE_READERS  # others did get mail too
+    if others_mailed:  # others did get mail too (a case that went further than step 1)
+        assert {str(m["To"]) for m in mails} - NARRATIVE_READERS
 
     # chat: references and links only
     chats = [r for r in live.chat.requests if ref in r["body"]]
@@ -271,7 +335,7 @@ def test_the_canary_never_leaks(live: E2E, examples: Path, tmp_path: Path) -> No
     # Prefect: run names, parameters, logs, artifacts, run inputs, events
     api = live.stack.http()  # the API credential and a CSRF token: the server is locked
     runs = case_runs(ref)
-    assert len(runs) >= 7
+    assert len(runs) >= min_runs
     ids = [str(r.id) for r in runs]
     dumps: dict[str, Any] = {
         "runs": [r.model_dump(mode="json") for r in runs],
