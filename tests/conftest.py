@@ -169,6 +169,7 @@ def examples() -> Path:
     return ROOT / "examples"
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups into the node ids
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Under `make test` (pytest-xdist, two workers, `--dist loadgroup`), keep together what
     shares a Prefect server: the tests on the session's server (the `e2e` fixture) run on one
