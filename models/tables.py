@@ -254,6 +254,26 @@ class ConsentRecord(SQLModel, table=True):
     recorded_by_id: uuid.UUID | None = _fk("stakeholder.id", nullable=True)
 
 
+class PersonRemedyView(SQLModel, table=True):
+    """An affected person's view of the remedy, for the closure's signers; the text is encrypted.
+
+    A newer row replaces the person's earlier ones (which stay on file); `given_by` says whether
+    the person gave it themself or their representative did ("person" or "representative").
+    """
+
+    __tablename__ = "person_remedy_view"
+    id: uuid.UUID = _id()
+    case_id: uuid.UUID = _fk("remediation_case.id")
+    person_id: uuid.UUID = _fk("affected_person.id")
+    given_by: str = Field(max_length=20)
+    recorded_by_id: uuid.UUID = _fk("stakeholder.id")
+    recorded_at: datetime = _when()
+    text_ciphertext: str = Field(sa_type=sa.Text)
+
+    def __repr__(self) -> str:
+        return f"PersonRemedyView(id={self.id!s})"
+
+
 class SafetyAssessment(SQLModel, table=True):
     """The risk assessment that must precede any contact or supplier notice."""
 

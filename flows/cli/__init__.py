@@ -25,6 +25,7 @@ for sub in (
     controls.consent_app,
     controls.case_app,
     controls.plan_app,
+    controls.person_app,
     ops.notifications_app,
     passkeys.passkey_app,
     reporter.reporter_app,

@@ -1,13 +1,24 @@
-"""`remedy consent|case|plan ...`: the controls that move a case outside its steps' decisions."""
+"""`remedy consent|case|plan|person ...`: the controls that move a case outside its steps'
+decisions, and what is recorded for an affected person (their view of the remedy)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
 from cyclopts import App, Parameter
 
-from flows.cli.common import BY, EXIT_OK, err, fail, hand_over_next, operator, out
+from flows.cli.common import (
+    BY,
+    EXIT_BAD_INPUT,
+    EXIT_OK,
+    err,
+    fail,
+    hand_over_next,
+    operator,
+    out,
+)
 from models.enums import ConsentMethod, ConsentPurpose
 
 if TYPE_CHECKING:
@@ -17,6 +28,7 @@ if TYPE_CHECKING:
 consent_app = App(name="consent", help="Consent of affected persons.")
 case_app = App(name="case", help="Close a case early or reopen a closed one.")
 plan_app = App(name="plan", help="A case's action plan.")
+person_app = App(name="person", help="Affected persons: their view of the remedy.")
 
 
 def _settle(result: ControlResult) -> None:
@@ -192,3 +204,51 @@ def plan_revise(
         ),
         lambda r: f"{reference}: {r.state.value}; the plan's next version is drafted in step 3.",
     )
+
+
+@person_app.command(name="view")
+def person_view(
+    reference: str,
+    pseudonym: str,
+    *,
+    text: str | None = None,
+    file: Path | None = None,
+    by: Annotated[str | None, BY] = None,
+    given_by: Annotated[
+        Literal["person", "representative"],
+        Parameter(help="Whose words: the person's own, or their representative's (the default)."),
+    ] = "representative",
+) -> int:
+    """Record a person's view of the remedy (kept encrypted), shown to the closure's signers on
+    the approval page; it replaces their earlier view."""
+    from tasks.actors import ActorNotAllowed
+    from tasks.context import utcnow
+    from tasks.store.person_views import PersonViewError, record_person_view
+
+    if (text is None) == (file is None):
+        return fail("give the view with --text or --file (one of them)", EXIT_BAD_INPUT)
+    try:
+        words = text if file is None else file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return fail(f"cannot read {file} ({type(exc).__name__})", EXIT_BAD_INPUT)
+    assert words is not None
+    try:
+        who = operator()
+        done = record_person_view(
+            reference,
+            pseudonym,
+            words,
+            by=who.speaks_for(by),
+            given_by=given_by,
+            now=utcnow(),
+            operator=who,
+        )
+    except (ActorNotAllowed, PersonViewError) as exc:
+        return fail(str(exc))
+    whose = "their own words" if done.given_by == "person" else "their representative's words"
+    out.print(
+        f"{reference} {pseudonym}: view of the remedy recorded ({whose})"
+        + ("; it replaces the earlier one." if done.replaced else "."),
+        markup=False,
+    )
+    return EXIT_OK

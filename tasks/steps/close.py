@@ -2,10 +2,11 @@
 second, different approver (four eyes).
 
 What the signers see (`closure_brief`): the verdict, each affected person's consent, actions and
-outcome, and what is left undone, in coded facts and pseudonyms (this text is also the Prefect
-form's description); the approval page adds what staff typed (the verifier's reasons, the victims'
-view) through `closure_words`, shown there only. The confirmed closure records each person's
-outcome (`closure.person_outcomes` on the case's audit chain), "withdrew consent" included.
+outcome, who recorded their view of the remedy and when, and what is left undone, in coded facts
+and pseudonyms (this text is also the Prefect form's description); the approval page adds what
+staff typed (the verifier's reasons, the victims' shared view, each person's own view) through
+`closure_words`, shown there only. The confirmed closure records each person's outcome
+(`closure.person_outcomes` on the case's audit chain), "withdrew consent" included.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ from tasks.steps.base import (
 from tasks.store.audit import append_audit
 from tasks.store.consent import withdrawn_people
 from tasks.store.db import read_only
+from tasks.store.person_views import PersonView, latest_views
 
 
 def handle_closure(ctx: HandlerContext) -> Verdict:
@@ -306,10 +308,19 @@ def _latest_decision(
     ).first()
 
 
+def _view_source(view: PersonView) -> str:
+    """Who recorded a person's view, when, and whose words they are (no words of the view)."""
+    giver = "the person" if view.given_by == "person" else "their representative"
+    return (
+        f"recorded by {md_text(view.recorded_by)} on {view.recorded_at:%Y-%m-%d}, given by {giver}"
+    )
+
+
 def closure_brief(session: Session, case: RemediationCase) -> str:
     """Return what every signer of a closure sees, wherever they sign: the verdict, the persons
-    (consent, their actions, outcome) and what is left undone. Coded facts, keys and pseudonyms
-    only: this text is also the Prefect form's description."""
+    (consent, their actions, outcome; who recorded their view of the remedy, and when) and what
+    is left undone. Coded facts, keys and pseudonyms only: this text is also the Prefect form's
+    description."""
     lines = ["### The verdict", "", *_verdict_md(session, case), "", "### The affected persons", ""]
     outcomes = person_outcomes(session, case)
     if outcomes:
@@ -326,6 +337,14 @@ def closure_brief(session: Session, case: RemediationCase) -> str:
                 f"{o.undone}{held} | {_OUTCOME_WORDS[o.outcome]} |"
             )
     else:
+        lines.append("None recorded.")
+    lines += ["", "### Each person's view of the remedy", ""]
+    views = latest_views(session, case.id)  # sealed: the words are for the approval page
+    for o in outcomes:
+        view = views.get(o.pseudonym)
+        said = f"{_view_source(view)} (their words on the approval page only)" if view else None
+        lines.append(f"- {md_text(o.pseudonym)}: {said or 'no view recorded'}")
+    if not outcomes:
         lines.append("None recorded.")
     lines += ["", "### Left undone", ""]
     names = {p.id: p.pseudonym for p in persons_of(session, case)}
@@ -350,7 +369,8 @@ def closure_brief(session: Session, case: RemediationCase) -> str:
 def closure_words(request_id: uuid.UUID) -> str:
     """Return what staff typed that the closure's signers weigh, for the approval page only:
     the screening and verification reasons, the victims' view and priorities as their
-    representative recorded them, and the proposal's view and unmet needs. Each is quoted as
+    representative recorded them, each person's latest view of the remedy (in their words or
+    their representative's), and the proposal's view and unmet needs. Each is quoted as
     text (never markup); forms ask for pseudonyms, and these words reach no message, no log and
     no Prefect object."""
     with read_only() as session:
@@ -373,6 +393,10 @@ def closure_words(request_id: uuid.UUID) -> str:
                 (f"The victims' priorities{by}", agreement.payload.get("victim_priorities"))
             )
             quotes.append((f"Their comments on the plan{by}", agreement.payload.get("comments")))
+        for pseudonym, view in sorted(latest_views(session, case.id, with_text=True).items()):
+            quotes.append(
+                (f"{md_text(pseudonym)}'s view of the remedy ({_view_source(view)})", view.text)
+            )
         if request.kind == DecisionKind.CLOSURE_CONFIRMATION:
             proposal = closure_proposal(session, case)
             if proposal is not None:
