@@ -28,6 +28,7 @@ from models.tables import ApprovalLink, DecisionRequest, Stakeholder
 from tasks.context import utcnow
 from tasks.decisions.submissions import refusal_reason
 from tasks.decisions.tickets import AttemptFailedError, redeem_code, withdraw_ticket
+from tasks.monitoring.doctor import form_saved
 from tasks.store.db import read_only
 from tasks.store.vault import get_vault
 
@@ -45,13 +46,14 @@ def waiting_run_ready(request: DecisionRequest) -> bool:
             run = client.read_flow_run(request.flow_run_id)
         except ObjectNotFound:
             return False
-    state = run.state
-    return bool(
-        state is not None
-        and state.type == StateType.PAUSED
-        and state.state_details.pause_key == request.suspend_key
-        and state.state_details.run_input_keyset
-    )
+        state = run.state
+        suspended = bool(
+            state is not None
+            and state.type == StateType.PAUSED
+            and state.state_details.pause_key == request.suspend_key
+        )
+        # Prefect saves the form just after suspending; a run killed in between never has it
+        return suspended and form_saved(client, run)
 
 
 def load_request(request_id: uuid.UUID) -> DecisionRequest:

@@ -4,7 +4,9 @@ Crash recovery).
 Every way a step can die shows up here: its run ended (crashed, failed, cancelled, or completed
 with the case still in the step), is gone, never started, or is Running with its process gone
 (no heartbeat for longer than `silence`: a runner killed with its children reports nothing); a
-decision waits on a run that no longer waits for it; and a case stored at intake whose entry run
+decision waits on a run that no longer waits for it, or that was killed while suspending (Prefect
+sets Suspended and then saves the run's form: a run killed between the two can never be resumed);
+and a case stored at intake whose entry run
 never started (Prefect was down when the report was filed) or ended without starting step 1.
 """
 
@@ -43,6 +45,7 @@ class RunSeen(BaseModel):
     state_name: str
     pause_key: str | None = None
     silent_since: datetime | None = None  # Running or Pending, and nothing heard since then
+    form_lost: bool = False  # Suspended for longer than the grace with no form saved
 
     @property
     def silent(self) -> bool:
@@ -56,7 +59,12 @@ class RunSeen(BaseModel):
         return self.state_type in (StateType.PENDING, StateType.RUNNING) and not self.silent
 
     def waits_on(self, suspend_key: str) -> bool:
-        return self.state_type == StateType.PAUSED and self.pause_key == suspend_key
+        """Suspended on this key, with the form a submission is checked against."""
+        return (
+            self.state_type == StateType.PAUSED
+            and self.pause_key == suspend_key
+            and not self.form_lost
+        )
 
 
 class Finding(BaseModel):
@@ -71,7 +79,9 @@ class Finding(BaseModel):
     run_state: str | None
     detail: str
     repair: str
-    run_silent: bool = False  # the run says Running but its process is gone: mark it Crashed
+    # the run says it lives (Running, or Suspended without its form) but its process is gone
+    # and nothing will ever move it on: mark it Crashed before the step is restarted
+    run_dead: bool = False
 
 
 RunReader = Callable[[list[uuid.UUID]], dict[uuid.UUID, RunSeen]]
@@ -88,13 +98,18 @@ def default_silence() -> timedelta:
 
 
 def read_runs(
-    ids: list[uuid.UUID], *, silence: timedelta | None = None, wall: datetime | None = None
+    ids: list[uuid.UUID],
+    *,
+    silence: timedelta | None = None,
+    wall: datetime | None = None,
+    form_grace: timedelta = GRACE,
 ) -> dict[uuid.UUID, RunSeen]:
-    """Read many flow runs in batches, and which running ones have gone silent; missing runs are
-    simply absent.
+    """Read many flow runs in batches, which running ones have gone silent, and which suspended
+    ones lost their form (suspended for longer than `form_grace` with none saved); missing runs
+    are simply absent.
 
-    Silence is measured on the wall clock whatever moment a simulated sweep is for: heartbeats
-    and state times are real time.
+    Silence and the grace are measured on the wall clock whatever moment a simulated sweep is
+    for: heartbeats and state times are real time.
     """
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
@@ -112,7 +127,41 @@ def read_runs(
         # only runs in their state since before the cutoff can be silent: ask for their news
         quiet = {i: t for i, r in runs.items() if (t := _quiet_since(r, cutoff)) is not None}
         heard = _last_heard(client, quiet) if quiet else {}
-    return {i: _seen(r, unheard_since(quiet.get(i), heard.get(i), cutoff)) for i, r in runs.items()}
+        settled = (wall or utcnow()) - form_grace
+        formless = {i for i, r in runs.items() if _suspended_since(r, settled)}
+        formless = {i for i in sorted(formless, key=str) if not form_saved(client, runs[i])}
+    return {
+        i: _seen(r, unheard_since(quiet.get(i), heard.get(i), cutoff), form_lost=i in formless)
+        for i, r in runs.items()
+    }
+
+
+def _suspended_since(run: FlowRun, settled: datetime) -> bool:
+    """Tell whether a run waits for input and has done so since before `settled`."""
+    state = run.state
+    return bool(
+        state is not None
+        and state.type == StateType.PAUSED
+        and state.state_details.run_input_keyset
+        and state.timestamp < settled
+    )
+
+
+def form_saved(client: SyncPrefectClient, run: FlowRun) -> bool:
+    """Tell whether a run waiting for input has its form (the run input schema) saved."""
+    import httpx
+
+    state = run.state
+    keyset = state.state_details.run_input_keyset if state is not None else None
+    if not keyset:
+        return False
+    try:
+        client.read_flow_run_input(run.id, keyset["schema"])
+    except httpx.HTTPStatusError as exc:  # PrefectHTTPStatusError: 404 when never saved
+        if exc.response.status_code == 404:
+            return False
+        raise
+    return True
 
 
 def unheard_since(
@@ -169,7 +218,7 @@ def _last_heard(
     return heard
 
 
-def _seen(run: FlowRun, silent_since: datetime | None) -> RunSeen:
+def _seen(run: FlowRun, silent_since: datetime | None, *, form_lost: bool = False) -> RunSeen:
     state = run.state
     if state is None:  # only a run being created has no state yet
         return RunSeen(state_type=StateType.SCHEDULED, state_name="Scheduled")
@@ -178,6 +227,7 @@ def _seen(run: FlowRun, silent_since: datetime | None) -> RunSeen:
         state_name=state.name or state.type.value,
         pause_key=state.state_details.pause_key,
         silent_since=silent_since,
+        form_lost=form_lost,
     )
 
 
@@ -247,7 +297,7 @@ def _intake_findings(
                 run_state=_state(run),
                 detail=f"the case is stored at intake but {what}",
                 repair="start the case's run",
-                run_silent=run is not None and run.silent,
+                run_dead=_dead(run),
             )
         )
     return findings
@@ -265,6 +315,11 @@ def _newest_entries(
     return newest
 
 
+def _dead(run: RunSeen | None) -> bool:
+    """Tell whether a run claims life that its process cannot give (see Finding.run_dead)."""
+    return run is not None and (run.silent or run.form_lost)
+
+
 def _state(run: RunSeen | None) -> str | None:
     return run.state_name if run is not None else None
 
@@ -277,6 +332,10 @@ def _how(run: RunSeen | None) -> str:
         return (
             f"is {run.state_name} but unheard since {run.silent_since:%Y-%m-%d %H:%M} UTC "
             "(its process is gone)"
+        )
+    if run.form_lost:
+        return (
+            f"is {run.state_name} but its form was never saved (its process died while suspending)"
         )
     return (
         f"is {run.state_name}" if run.state_type == StateType.PAUSED else f"ended {run.state_name}"
@@ -293,7 +352,7 @@ def _waiting_findings(
         run = known.get(request.flow_run_id) if request.flow_run_id else None
         if run is not None and (run.waits_on(request.suspend_key) or run.working):
             continue  # suspended on it, or about to suspend on it or to check a submission
-        paused = run is not None and run.state_type == StateType.PAUSED
+        paused = run is not None and run.state_type == StateType.PAUSED and not run.form_lost
         if paused and now - request.requested_at < GRACE:
             continue  # suspended on the previous key a moment ago; about to move on
         if _taken_over(request, carriers, known):
@@ -307,7 +366,7 @@ def _waiting_findings(
             detail=f"the {request.kind.value} decision waits, but its run {_how(run)}"
             + (" on another key" if paused else ""),
             repair=f"restart step {request.step}",
-            run_silent=run is not None and run.silent,
+            run_dead=_dead(run),
         )
 
 
@@ -365,7 +424,7 @@ def _step_finding(
         )
     run = known.get(step_run.flow_run_id)
     if run is not None and (run.working or run.state_type == StateType.PAUSED):
-        return None
+        return None  # a run that lost its form is the waiting decision's finding
     if run is not None and run.state_type == StateType.COMPLETED and step == Step.IMPLEMENT:
         return None  # step 4's run only activates the plan; monitoring carries it on
     if run is not None and run.silent:
@@ -380,5 +439,5 @@ def _step_finding(
         run_state=_state(run),
         detail=f"the case is in step {int(step)} but its run {_how(run)}",
         repair=f"restart step {int(step)}",
-        run_silent=run is not None and run.silent,
+        run_dead=_dead(run),
     )

@@ -178,9 +178,9 @@ def _repair(
         )
     # a run whose process is gone must be final before a new run opens the step, or the new
     # run would find the step carried by a live run and end at once
-    silent = {f.flow_run_id for f in found if f.run_silent and f.flow_run_id is not None}
-    why = "no heartbeat: its process is gone (marked by Remedy's reconciler)"
-    crashed = [r for r in sorted(silent, key=str) if control.crash(r, why=why)]
+    dead = {f.flow_run_id for f in found if f.run_dead and f.flow_run_id is not None}
+    why = "its process is gone: no heartbeat, or killed while suspending (Remedy's reconciler)"
+    crashed = [r for r in sorted(dead, key=str) if control.crash(r, why=why)]
     return restart_step(case_ref, step, found[0].kind, now=now, control=control, crashed=crashed)
 
 

@@ -317,7 +317,7 @@ def _kill(live: E2E, ref: str, step: int, request: DecisionRequest) -> tuple[uui
             return [f for f in _findings(ref) if f.kind == expected]
 
         [finding] = _poll(found, 60, f"the doctor to find {expected}", every=0.5)
-        assert (finding.step, finding.flow_run_id, finding.run_silent) == (
+        assert (finding.step, finding.flow_run_id, finding.run_dead) == (
             step,
             run_id,
             runner_dead,
@@ -429,4 +429,54 @@ def test_doctor_lists_a_case_whose_suspended_run_was_deleted(
     assert findings() == []
     people = ScriptedStakeholders()
     people.decide(_waiting(ref))
+    wait_for(lambda: waiting_kind(ref) == "safety", what="safety to wait")
+
+
+def test_a_run_killed_while_suspending_is_found_and_replaced(
+    live: E2E, examples: Path, tmp_path: Path
+) -> None:
+    """Prefect sets a run Suspended and only then saves its form (the run input schema): a run
+    killed between the two waits on the right key for ever and every submission is refused
+    ("Run input schema not found"). Here the form is deleted as that kill would leave it."""
+    from tasks.context import utcnow
+    from tasks.decisions.resume import SubmitFailedError, waiting_run_ready
+    from tasks.monitoring.doctor import diagnose, read_runs
+    from tasks.monitoring.reconcile import reconcile
+
+    ref = open_case(examples, tmp_path)
+    wait_for(lambda: waiting_kind(ref) == "screening", what="screening to wait")
+    request = _waiting(ref)
+    run_id = request.flow_run_id
+    assert run_id is not None and waiting_run_ready(request)
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(run_id)
+        assert run.state is not None and run.state.state_details.run_input_keyset
+        client.delete_flow_run_input(run_id, run.state.state_details.run_input_keyset["schema"])
+
+    # a submission waits for the form, then says where to look, instead of Prefect's refusal
+    assert not waiting_run_ready(request)
+    from demo.scripted import SAMPLE_SCRIPT
+    from tasks.decisions.resume import issued_code, submit_with_code
+
+    who, values = SAMPLE_SCRIPT[request.kind]
+    form = {**values, "approver": who, "approval_code": issued_code(request.id, who) or ""}
+    with pytest.raises(SubmitFailedError, match="remedy doctor"):
+        submit_with_code(request.id, form, channel="script", wait_seconds=2)
+
+    def findings() -> list[Finding]:
+        reader = partial(read_runs, silence=SILENCE, form_grace=timedelta(0))
+        return [f for f in diagnose(now=utcnow(), runs=reader) if f.case_ref == ref]
+
+    [finding] = findings()
+    assert (finding.kind, finding.flow_run_id, finding.run_dead) == (
+        "decision-without-run",
+        run_id,
+        True,
+    )
+    [repair] = reconcile(now=utcnow(), findings=findings())
+    assert _run_state(run_id) == StateType.CRASHED
+    new_run = repair.flow_run_id
+    _poll(lambda: _waiting(ref).flow_run_id == new_run, 180, "the new run to ask", every=0.5)
+    assert findings() == []
+    ScriptedStakeholders().decide(_waiting(ref))
     wait_for(lambda: waiting_kind(ref) == "safety", what="safety to wait")

@@ -128,11 +128,36 @@ def test_the_doctor_knows_every_way_a_waiting_step_can_die(store: Store) -> None
         findings = found(case, known, now)
         assert kinds(findings) == want, what
         assert all(f.step == 1 and f.flow_run_id == case.run_id for f in findings), what
-        assert all(f.run_silent == (run is not None and run.silent) for f in findings), what
+        assert all(f.run_dead == (run is not None and run.silent) for f in findings), what
         assert all(f.repair == "restart step 1" for f in findings), what
     # a suspend on the next key a moment ago is a step moving on, not a problem yet
     moving = {case.run_id: seen(StateType.PAUSED, SUSPENDED, pause_key="other")}
     assert found(case, moving, clock.now + GRACE / 2) == []
+
+
+def test_a_run_that_died_while_suspending_is_crashed_and_its_step_restarted(
+    store: Store,
+) -> None:
+    """Prefect sets Suspended, then saves the run's form: a process killed between the two
+    leaves a run that waits on the right key and that nobody can ever resume."""
+    clock = Clock()
+    case, key = waiting_screening(clock)
+    formless = case.run_id
+    known = {formless: seen(StateType.PAUSED, SUSPENDED, pause_key=key, form_lost=True)}
+    [finding] = found(case, known, clock.now + GRACE * 2)
+    assert (finding.kind, finding.step, finding.flow_run_id) == (
+        "decision-without-run",
+        1,
+        formless,
+    )
+    assert "its form was never saved" in finding.detail and finding.run_dead
+    prefect = FakePrefect()
+    [repair] = reconcile(now=clock.now + GRACE * 2, control=prefect, reader=reader(known))
+    # crashed first, so that the new run does not find the step carried by a waiting run
+    assert prefect.calls == [f"crash {formless}", "start verify-allegation"]
+    [event] = repairs_in(case)
+    assert event.details["marked_crashed"] == [str(formless)]
+    assert repair.flow_run_id == next(iter(prefect.started.values()))
 
 
 def test_a_silent_run_is_named_with_the_last_moment_it_was_heard(store: Store) -> None:
