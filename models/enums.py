@@ -393,6 +393,16 @@ class CorrectiveAction(StrEnum):
     POLICY_CHANGE = "policy_change"
 
 
+class OwedKind(StrEnum):
+    """What a person is owed in the remedy ledger (docs/domain.md, The remedy ledger)."""
+
+    RECRUITMENT_FEE = "recruitment_fee"  # fees and related costs, under the Employer Pays Principle
+    WITHHELD_WAGES = "withheld_wages"
+    ILLEGAL_DEDUCTIONS = "illegal_deductions"
+    DEBT_CANCELLED = "debt_cancelled"  # a debt written off: owed as cancelled, not as paid
+    COMPENSATION = "compensation"
+
+
 class MilestoneStatus(StrEnum):
     PLANNED = "planned"
     ACTIVE = "active"
