@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextvars
+import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -64,3 +68,30 @@ def latest_artifact(key: str) -> str | None:
             limit=1,
         )
     return str(rows[0].data) if rows else None
+
+
+@contextmanager
+def serving(app: Any, port: int) -> Iterator[str]:
+    """Serve an ASGI app with uvicorn in a thread on 127.0.0.1; yield its address.
+
+    The thread runs in a copy of the caller's context, so Prefect settings made temporary by the
+    caller (a session's server and credential, or an address that answers nothing) hold there.
+    """
+    import uvicorn
+
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, access_log=False, log_level="warning")
+    )
+    thread = threading.Thread(
+        target=contextvars.copy_context().run, args=(server.run,), daemon=True
+    )
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import os
 import re
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ from flows.web.app import create_app
 from tasks.context import utcnow
 from tasks.reporter.staff import reply, set_note
 from tests.conftest import ROOT, Store, _clear_caches, require
+from tests.e2e.helpers import serving
 from tests.e2e.test_approval_browser import CHROMIUM, CHROMIUM_ARGS
 from tests.integration.factories import LEAD, load_sample_directory
 from tests.integration.test_report_page import case_of
@@ -46,36 +45,16 @@ SQLITE_ONLY = pytest.mark.parametrize("store", ["sqlite"], indirect=True)
 @pytest.fixture
 def served(store: Store, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """The app under uvicorn in a thread; its address."""
-    import uvicorn
-
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
     monkeypatch.setenv("PREFECT_API_URL", NOWHERE)
-    monkeypatch.setenv("REMEDY_APPROVAL_BASE_URL", url)
+    monkeypatch.setenv("REMEDY_APPROVAL_BASE_URL", f"http://127.0.0.1:{port}")
     if "REMEDY_APPROVAL_RATE_PER_MINUTE" not in os.environ:
         monkeypatch.setenv("REMEDY_APPROVAL_RATE_PER_MINUTE", "600")
     _clear_caches()
     load_sample_directory(utcnow())
-    config = uvicorn.Config(
-        create_app(check_seconds=0, start_cases=False),
-        host="127.0.0.1",
-        port=port,
-        access_log=False,
-        log_level="warning",
-    )
-    server = uvicorn.Server(config)
-    with temporary_settings({PREFECT_API_URL: NOWHERE}):
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 20
-        while not server.started:
-            assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-            time.sleep(0.05)
-        try:
-            yield url
-        finally:
-            server.should_exit = True
-            thread.join(timeout=10)
+    app = create_app(check_seconds=0, start_cases=False)
+    with temporary_settings({PREFECT_API_URL: NOWHERE}), serving(app, port) as url:
+        yield url
 
 
 @pytest.fixture

@@ -10,9 +10,6 @@ follow-up page says the report is closed, and why.
 
 from __future__ import annotations
 
-import contextvars
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +22,7 @@ from flows.web.app import create_app
 from models.enums import CaseState, DecisionKind
 from tests.conftest import _clear_caches, require
 from tests.e2e.conftest import E2E
-from tests.e2e.helpers import case_runs, wait_for
+from tests.e2e.helpers import case_runs, serving, wait_for
 from tests.e2e.test_approval_browser import CHROMIUM, CHROMIUM_ARGS
 from tests.e2e.test_report_pages import code_on, fill_report, open_code, submit
 from tests.integration.test_cli_actor import map_me
@@ -44,35 +41,12 @@ NOTE = "Nous avons visité le site en juin et parlé aux travailleurs."
 @pytest.fixture
 def public_page(live: E2E, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """The public pages under uvicorn in a thread, starting cases on the session's server."""
-    import uvicorn
-
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    monkeypatch.setenv("REMEDY_APPROVAL_BASE_URL", url)
+    monkeypatch.setenv("REMEDY_APPROVAL_BASE_URL", f"http://127.0.0.1:{port}")
     _clear_caches()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(check_seconds=0, start_cases=True),
-            host="127.0.0.1",
-            port=port,
-            access_log=False,
-            log_level="warning",
-        )
-    )
-    # the thread runs in this context: the `live` fixture's Prefect settings (server, credential)
-    thread = threading.Thread(
-        target=contextvars.copy_context().run, args=(server.run,), daemon=True
-    )
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.05)
-    try:
+    # served in this context: the `live` fixture's Prefect settings (server, credential)
+    with serving(create_app(check_seconds=0, start_cases=True), port) as url:
         yield url
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 @pytest.fixture
