@@ -10,15 +10,19 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
+from sqlmodel import select
+
 from models.enums import CaseState, DecisionKind, MilestoneStatus
+from models.iso4217 import format_amount
 from models.tables import DecisionRequest
 from tasks.context import utcnow
 from tasks.decisions.requests import waiting_requests
 from tasks.decisions.resume import await_verdict, issued_code, submit_with_code
 from tasks.orchestration.runs import hand_over
-from tasks.store.cases import case_summary
+from tasks.store.cases import case_summary, get_case
 
 Script = dict[DecisionKind, tuple[str, dict[str, Any]]]
 
@@ -152,10 +156,13 @@ class ScriptedStakeholders:
         return status
 
     def finish_milestones(self, case_ref: str, lead: str) -> None:
-        """Report every active milestone done by its owner and verified by the case lead."""
+        """Report every active milestone done by its owner and verified by the case lead; a
+        financial one once each person's payment is recorded and confirmed (settle)."""
         from tasks.steps.implement import update_milestone
 
         for key, owner in _open_milestones(case_ref):
+            for line in settle(case_ref, key, payer=lead, representative=REPRESENTATIVE):
+                self._note(f"payment to {line} confirmed", REPRESENTATIVE, "remedy ledger")
             update_milestone(
                 case_ref,
                 key,
@@ -200,6 +207,66 @@ class ScriptedStakeholders:
                 continue
             time.sleep(0.5)
         raise TimeoutError(f"{case_ref} did not reach {until.value} in {timeout:.0f} s")
+
+
+REPRESENTATIVE = "grace.advocate"  # the victims' representative in examples/stakeholders.yaml
+
+
+def settle(
+    case_ref: str, key: str, *, payer: str, representative: str, now: datetime | None = None
+) -> list[str]:
+    """Pay what a financial milestone still owes each of its persons and have the victims'
+    representative confirm each payment (demo and tests); return "P-01: 150.00 USD" lines.
+
+    Payments are keyed by milestone, person, kind and currency: a second call records nothing.
+    `now` is the moment of the payment and of its confirmation (tests pass their clock's).
+    """
+    when = now or utcnow()
+    from models.ledger import PaymentMethod
+    from models.tables import PlanAction
+    from tasks.store.db import read_only
+    from tasks.store.ledger import confirm_payment, record_payment
+    from tasks.store.ledger_view import by_action, ledger_summary
+
+    with read_only() as session:
+        action = session.exec(
+            select(PlanAction).where(
+                PlanAction.case_id == get_case(session, case_ref).id, PlanAction.key == key
+            )
+        ).first()
+        lines = by_action(session, action) if action is not None else []
+    done = []
+    for line in lines:
+        if line.settled:
+            continue
+        if line.remaining > 0:
+            record_payment(
+                case_ref,
+                line.pseudonym,
+                kind=line.kind,
+                currency=line.currency,
+                amount=line.remaining,
+                paid_on=when.date(),
+                method=PaymentMethod.MOBILE_MONEY,
+                reference=f"demo-transfer-{key}-{line.pseudonym}",
+                evidence=[f"receipt:{key}:{line.pseudonym}"],
+                by=payer,
+                now=when,
+                idempotency_key=f"{case_ref}:{key}:{line.pseudonym}:{line.kind}:{line.currency}",
+            )
+        with read_only() as session:
+            summary = ledger_summary(session, get_case(session, case_ref).id)
+        for payment in summary.payments:
+            if (payment.pseudonym, payment.kind, payment.currency) == (
+                line.pseudonym,
+                line.kind,
+                line.currency,
+            ) and not payment.confirmed:
+                confirm_payment(
+                    case_ref, payment.id, given_by="representative", by=representative, now=when
+                )
+        done.append(f"{line.pseudonym}: {format_amount(line.owed, line.currency)}")
+    return done
 
 
 def _wait_decided(request_id: uuid.UUID, *, tries: int, timeout: float = 120.0) -> str:

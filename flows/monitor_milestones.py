@@ -17,6 +17,7 @@ from datetime import datetime
 from prefect import flow, get_run_logger
 
 from tasks.monitoring.sweep import CaseCheck, DueItem
+from tasks.orchestration.retrying import remedy_task
 from tasks.orchestration.step_tasks import deliver_all_task, deliver_case_task
 from tasks.orchestration.sweep_tasks import (
     check_case_task,
@@ -28,6 +29,10 @@ from tasks.orchestration.sweep_tasks import (
     simulated_time_task,
     sweep_time_task,
 )
+from tasks.store.checkpoints import checkpoint_if_due
+
+# every REMEDY_AUDIT_CHECKPOINT_HOURS (daily): the audit's heads, signed outside the store
+checkpoint_audit_task = remedy_task(checkpoint_if_due, name="checkpoint-audit", retries=0)
 
 
 @flow(name="monitor-case", flow_run_name="monitor-{case_ref}", retries=0)
@@ -59,6 +64,7 @@ def _sweep(at: datetime) -> dict[str, int]:
     # what a dead process left leased in the outbox goes out now its lease has run out
     leftover = deliver_all_task()
     publish_portfolio_task(at)
+    checkpointed = checkpoint_audit_task(at)
     summary = {
         "candidates": plan.candidates,
         "cases_checked": len(checks),
@@ -66,6 +72,7 @@ def _sweep(at: datetime) -> dict[str, int]:
         "moved_to_closure": len(closing),
         "repairs": len(repairs),
         "leftover_delivered": leftover.delivered,
+        "audit_checkpoints": int(checkpointed),
     }
     get_run_logger().info("sweep at %s: %s", at.isoformat(), summary)
     return summary

@@ -111,6 +111,7 @@ class Locale(StrEnum):
     EN = "en"
     FR = "fr"
     ES = "es"
+    SW = "sw"
 
 
 class SourceType(StrEnum):

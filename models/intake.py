@@ -10,7 +10,8 @@ import json
 import re
 from collections import Counter
 from datetime import UTC, date, datetime
-from typing import Annotated
+from decimal import Decimal
+from typing import Annotated, Any
 
 from pydantic import (
     AfterValidator,
@@ -31,11 +32,13 @@ from models.enums import (
     Locale,
     Mineral,
     OrganisationType,
+    OwedKind,
     Role,
     Sex,
     SourceType,
 )
 from models.iso3166 import is_country_code
+from models.iso4217 import parse_amount
 
 DESCRIPTION_LIMIT = 20_000
 NOTE_LIMIT = 2_000
@@ -168,6 +171,33 @@ class PersonIn(_Strict):
         return bool(self.minor) or self.age_band.is_minor
 
 
+class OwedIn(_Strict):
+    """An amount owed as reported: to each person named (none named: to every person), exact.
+
+    The amount is a string or a number ("1500.00", 1500); a currency's decimals are checked
+    (docs/domain.md, The remedy ledger).
+    """
+
+    kind: OwedKind
+    currency: Annotated[str, Field(min_length=3, max_length=3)]
+    amount: Decimal
+    pseudonyms: list[Annotated[str, Field(pattern=r"^P-\d{2,4}$")]] | None = Field(
+        default=None, min_length=1, max_length=500
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _exact(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "amount" not in data or "currency" not in data:
+            return data
+        raw, currency = data["amount"], data["currency"]
+        if isinstance(raw, float):
+            raw = repr(raw)  # YAML and JSON numbers arrive as floats: their shortest exact text
+        if not isinstance(currency, str):
+            return data
+        return {**data, "amount": parse_amount(raw, currency), "currency": currency.upper()}
+
+
 class ReportIn(_Strict):
     """An incoming allegation, from any channel."""
 
@@ -185,6 +215,9 @@ class ReportIn(_Strict):
     affected_persons: list[PersonIn] = Field(default_factory=list, max_length=500)
     persons_reported: int | None = Field(default=None, ge=0, le=1_000_000)
     indicators: list[IloIndicator] = Field(default_factory=list, max_length=11)
+    # what the persons are owed (fees, wages...), by the pseudonyms intake gives: P-01 is the
+    # first of affected_persons
+    owed: list[OwedIn] = Field(default_factory=list, max_length=50)
 
     @field_validator("received_at")
     @classmethod
@@ -208,7 +241,27 @@ class ReportIn(_Strict):
             raise ValueError("occurred_on is after received_at")
         if self.persons_reported is not None and self.persons_reported < len(self.affected_persons):
             raise ValueError("persons_reported is smaller than the number of affected_persons")
+        self._owed_consistent()
         return self
+
+    def _owed_consistent(self) -> None:
+        listed = [f"P-{n:02d}" for n in range(1, len(self.affected_persons) + 1)]
+        if self.owed and not listed:
+            raise ValueError("owed amounts need the affected_persons they are owed to")
+        seen: set[tuple[str, OwedKind, str]] = set()
+        for n, item in enumerate(self.owed):
+            unknown = [p for p in item.pseudonyms or [] if p not in listed]
+            if unknown:
+                raise ValueError(
+                    f"owed[{n}] names {', '.join(unknown[:5])}: the report's persons are "
+                    f"{listed[0]} to {listed[-1]}"
+                )
+            for p in item.pseudonyms or listed:
+                if (p, item.kind, item.currency) in seen:
+                    raise ValueError(
+                        f"owed[{n}]: {p} is owed {item.kind.value} in {item.currency} twice"
+                    )
+                seen.add((p, item.kind, item.currency))
 
     @property
     def persons_affected(self) -> int:
@@ -221,7 +274,10 @@ class ReportIn(_Strict):
 
     def canonical_bytes(self) -> bytes:
         """Return the report's content in one canonical form, for duplicate detection."""
-        data = self.model_dump(mode="json", exclude={"received_at"})
+        # reports without amounts keep the form (and hash) they had before amounts existed
+        data = self.model_dump(
+            mode="json", exclude={"received_at"} | (set() if self.owed else {"owed"})
+        )
         return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 

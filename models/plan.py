@@ -33,6 +33,7 @@ from models.enums import (
     CorrectiveAction,
     IloIndicator,
     Involvement,
+    OwedKind,
     RemedyForm,
     Role,
     Severity,
@@ -162,6 +163,9 @@ class PlanFacts(BaseModel, frozen=True, extra="forbid"):
     involvement: Involvement
     severity: Severity
     annex_ii: frozenset[AnnexIICategory] = frozenset()
+    # What the remedy ledger records as owed to any person of the case (docs/domain.md, The
+    # remedy ledger): the financial actions are drafted from these facts, not from an indicator.
+    owed: frozenset[OwedKind] = frozenset()
 
     @field_validator("persons")
     @classmethod
@@ -193,13 +197,14 @@ class Conditions(_Template):
 
     indicators_any: tuple[IloIndicator, ...] | None = None
     involvement_any: tuple[Involvement, ...] | None = None
+    owed_any: tuple[OwedKind, ...] | None = None
     annex_ii_serious: TrueOnly = None
     # Person conditions: they must hold for one and the same person.
     minors: TrueOnly = None
     adults: TrueOnly = None
     foreign_nationals: TrueOnly = None
 
-    @field_validator("indicators_any", "involvement_any")
+    @field_validator("indicators_any", "involvement_any", "owed_any")
     @classmethod
     def _not_empty(cls, values: tuple[Any, ...] | None) -> tuple[Any, ...] | None:
         # Checked after the items, so a misspelt item is not also reported as an empty list.
@@ -228,6 +233,8 @@ class Conditions(_Template):
         if self.indicators_any is not None and facts.indicators.isdisjoint(self.indicators_any):
             return False
         if self.involvement_any is not None and facts.involvement not in self.involvement_any:
+            return False
+        if self.owed_any is not None and facts.owed.isdisjoint(self.owed_any):
             return False
         return not (self.annex_ii_serious and not any(c.is_serious_abuse for c in facts.annex_ii))
 

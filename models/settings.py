@@ -38,6 +38,15 @@ class Settings(BaseSettings):
     encryption_key_file: Path | None = Field(
         default=None, description="File holding the Fernet key(s); default: <home>/remedy.key."
     )
+    derive_key: SecretStr | None = Field(
+        default=None,
+        description="The secret approval codes, link signatures and audit tags derive from; it "
+        "does not change when the encryption key is rotated. Default: read from "
+        "`derive_key_file`, made on first use.",
+    )
+    derive_key_file: Path | None = Field(
+        default=None, description="File holding the derivation secret; default: <home>/derive.key."
+    )
     policy_file: Path | None = Field(
         default=None, description="Operator's policy file (TOML); default: the shipped policy."
     )
@@ -75,6 +84,13 @@ class Settings(BaseSettings):
     )
     monitor_cron: str = Field(
         default="0 * * * *", description="When monitor-milestones sweeps (cron, UTC): hourly."
+    )
+    audit_checkpoint_hours: int = Field(
+        default=24,
+        ge=1,
+        le=24 * 31,
+        description="How often the monitoring sweep signs a checkpoint of every audit chain "
+        "(besides every case closure): daily by default (docs/security.md).",
     )
     delivery_drain_seconds: int = Field(
         default=60, ge=5, le=3600, description="How often deliver-notifications drains the outbox."
@@ -142,6 +158,10 @@ class Settings(BaseSettings):
     def resolved_key_file(self) -> Path:
         """Return the path of the key file."""
         return self.encryption_key_file or self.home / "remedy.key"
+
+    def resolved_derive_key_file(self) -> Path:
+        """Return the path of the derivation secret's file."""
+        return self.derive_key_file or self.home / "derive.key"
 
 
 def _is_loopback(host: str) -> bool:

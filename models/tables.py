@@ -14,7 +14,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
-from models.dbtypes import JSONType, UTCDateTime, enum_type
+from models.columns import enum_field as _enum
+from models.columns import fk_field as _fk
+from models.columns import id_field as _id
+from models.columns import json_field as _json
+from models.columns import when_field as _when
 from models.enums import (
     ActionKind,
     AgeBand,
@@ -49,37 +53,6 @@ from models.enums import (
     StepRunStatus,
 )
 from models.enums import Channel as IntakeChannel
-
-# Named constraints keep Alembic's batch migrations on SQLite deterministic.
-SQLModel.metadata.naming_convention = {
-    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
-
-
-def _id() -> Any:
-    return Field(default_factory=uuid.uuid4, primary_key=True)
-
-
-def _when(*, nullable: bool = False, index: bool = False) -> Any:
-    return Field(default=None, sa_type=UTCDateTime(), nullable=nullable, index=index)
-
-
-def _enum(
-    enum_cls: Any, *, nullable: bool = False, default: Any = None, index: bool = False
-) -> Any:
-    return Field(default=default, sa_type=enum_type(enum_cls), nullable=nullable, index=index)
-
-
-def _json(*, default_factory: Any = list) -> Any:
-    return Field(default_factory=default_factory, sa_type=JSONType, nullable=False)
-
-
-def _fk(target: str, *, nullable: bool = False, index: bool = True) -> Any:
-    return Field(default=None, foreign_key=target, nullable=nullable, index=index)
 
 
 class Organisation(SQLModel, table=True):
@@ -535,7 +508,9 @@ class ApprovalLink(SQLModel, table=True):
 
 
 class AuditEvent(SQLModel, table=True):
-    """One link of a hash chain per case: who did what, when; details hold references only."""
+    """One link of a hash chain per case: who did what, when; details hold references only.
+
+    The hash links the chain; the tag authenticates each event (docs/security.md)."""
 
     __tablename__ = "audit_event"
     __table_args__ = (sa.UniqueConstraint("chain", "seq"),)
@@ -553,6 +528,9 @@ class AuditEvent(SQLModel, table=True):
     details: dict[str, Any] = _json(default_factory=dict)
     prev_hash: str = Field(max_length=64)
     hash: str = Field(max_length=64)
+    # HMAC-SHA256 of the same content under a key kept outside the store (tasks/store/audit.py);
+    # None on events written before migration 0010
+    tag: str | None = Field(default=None, max_length=64)
 
 
 class AuditHead(SQLModel, table=True):
@@ -608,3 +586,7 @@ class ReporterMessage(SQLModel, table=True):
 
     def __repr__(self) -> str:
         return f"ReporterMessage(id={self.id!s})"
+
+
+import models.keys  # noqa: E402  (its table joins SQLModel.metadata)
+import models.ledger  # noqa: E402, F401  (its tables join SQLModel.metadata)

@@ -8,11 +8,13 @@ encrypted (sealed by the caller), chat rows hold neither. A row is due as soon a
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import BaseModel
 from sqlmodel import Session, col, select
 
 from models.enums import (
@@ -139,3 +141,85 @@ def _enqueue(
     )
     session.add(row)
     return row
+
+
+# --- what an operator sees of the outbox (`remedy notifications list`) ---------------------------
+
+# An error is stored in words that hold no secret (notifications/send.py); whatever a channel
+# might one day word otherwise, an address, a URL or a token-like string is never shown.
+_ADDRESSES = (
+    re.compile(r"\b[a-z][a-z0-9+.\-]*://\S*", re.I),  # URLs (apprise's hold credentials)
+    re.compile(r"[^\s@:/]+@[^\s@]+"),  # e-mail addresses
+    re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b"),  # IP addresses
+)
+_TOKEN = re.compile(r"\b(?=[\w-]*\d)[\w-]{20,}\b")
+
+
+def without_addresses(text: str) -> str:
+    """Return a text with every URL, e-mail address and IP address in it replaced."""
+    for pattern in _ADDRESSES:
+        text = pattern.sub("[address]", text)
+    return text
+
+
+def shown_error(error: str | None) -> str | None:
+    """Return a stored delivery error as an operator may see it: no address, URL or secret."""
+    return None if error is None else _TOKEN.sub("[redacted]", without_addresses(error))
+
+
+class OutboxEntry(BaseModel):
+    """One outbox message as an operator sees it: references, states and counts only."""
+
+    id: uuid.UUID
+    case_ref: str | None
+    event: str
+    channel: NotificationChannel
+    recipient: str  # a stakeholder key, or "reporter" (never their address)
+    status: NotificationStatus
+    attempts: int
+    created_at: datetime
+    next_attempt_at: datetime | None
+    delivered_at: datetime | None
+    last_error: str | None
+
+
+def outbox_entries(
+    session: Session,
+    *,
+    case_id: uuid.UUID | None = None,
+    status: NotificationStatus | None = None,
+    channel: NotificationChannel | None = None,
+    limit: int = 500,
+) -> list[OutboxEntry]:
+    """List outbox messages, newest first (of one case, status or channel if given)."""
+    query = (
+        select(Notification, RemediationCase.reference, Stakeholder.key)
+        .join(RemediationCase, col(RemediationCase.id) == col(Notification.case_id), isouter=True)
+        .join(Stakeholder, col(Stakeholder.id) == col(Notification.recipient_id), isouter=True)
+        .order_by(col(Notification.created_at).desc(), col(Notification.idempotency_key))
+        .limit(limit)
+    )
+    if case_id is not None:
+        query = query.where(Notification.case_id == case_id)
+    if status is not None:
+        query = query.where(Notification.status == status)
+    if channel is not None:
+        query = query.where(Notification.channel == channel)
+    return [
+        OutboxEntry(
+            id=row.id,
+            case_ref=reference,
+            event=row.event,
+            channel=row.channel,
+            recipient=key or "reporter",
+            status=row.status,
+            attempts=row.attempts,
+            created_at=row.created_at,
+            next_attempt_at=row.next_attempt_at
+            if row.status == NotificationStatus.PENDING
+            else None,
+            delivered_at=row.delivered_at,
+            last_error=shown_error(row.last_error),
+        )
+        for row, reference, key in session.exec(query).all()
+    ]

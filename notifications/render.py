@@ -8,6 +8,12 @@ Words go through a translation catalog per locale (`locales/<locale>.toml`, Engl
 translation); a missing translation falls back to English and `missing_translations` reports it.
 What a person typed (a site, a milestone's title, a reason) goes through the `typed` filter: in
 chat (Markdown) it is escaped with `md_text`, so `[sign in](https://evil.example)` stays text.
+A plan action's stored English words (title, verification method, consequence: the plan
+templates' texts) are catalog keys too: `render` translates them in the context (`plan_text`), a
+per-person title "… (P-01)" on its base with the pseudonym kept; a title the case lead wrote stays
+as written. `template_messages` lists the plan templates' texts and the decision forms' titles and
+help with the templates' own words, and the approval and progress pages' words, so `remedy
+notifications check` covers them all.
 
 Jinja2 is imported with the environment, at the first render, not with this module: a step's flow
 process (a fresh one at each pickup) renders nothing on most pickups.
@@ -23,7 +29,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from models.enums import Locale, NotificationChannel
+from models.enums import Locale, NotificationChannel, Step
 from models.settings import get_settings
 from notifications.markdown import md_text
 
@@ -34,6 +40,22 @@ if TYPE_CHECKING:
 HERE = Path(__file__).parent
 TEMPLATES = HERE / "templates"
 LOCALES = HERE / "locales"
+# The approval and progress pages (flows/web/app.py) speak to staff in these catalogs too; the
+# public report pages have their own (flows/web/locales/).
+STAFF_PAGES = HERE.parent / "flows" / "web" / "templates"
+STAFF_PAGE_NAMES = (
+    "base",
+    "decide",
+    "fields",
+    "problems",
+    "progress",
+    "progress_recorded",
+    "submitted",
+)
+# The context values that carry a plan action's stored English words (plan_templates.toml).
+PLAN_TEXTS = ("title", "verification_method", "consequence_if_missed")
+# A per-person action's title: the template's title, then " (<pseudonym>)" (models.plan._draft).
+_PER_PERSON = re.compile(r"(?P<base>.+) \((?P<pseudonym>[A-Za-z0-9]+(?:-[A-Za-z0-9]+)*)\)")
 FORMATS = {"html": "fmt/html.j2", "text": "fmt/text.j2", "md": "fmt/md.j2"}
 LAYOUTS = {
     "html": "layout/email.html.j2",
@@ -62,6 +84,17 @@ class Catalog:
 
     def ngettext(self, singular: str, plural: str, n: int) -> str:
         return self.gettext(singular if n == 1 else plural)
+
+
+def plan_text(cat: Catalog, text: str) -> str:
+    """Translate a plan action's stored English text; a per-person suffix " (P-01)" is kept."""
+    translated = cat.messages.get(text)
+    if translated:
+        return translated
+    match = _PER_PERSON.fullmatch(text)
+    if match and cat.messages.get(match["base"]):
+        return f"{cat.messages[match['base']]} ({match['pseudonym']})"
+    return text  # written by a person, or not translated: as stored
 
 
 def catalog(locale: Locale) -> Catalog:
@@ -136,8 +169,10 @@ def render(event: str, *, fmt: str, locale: Locale, context: dict[str, Any]) -> 
     env = environment()
     cat = catalog(locale)
     template = env.get_template(f"messages/{event}.j2")
+    words = {k: plan_text(cat, v) for k in PLAN_TEXTS if isinstance(v := context.get(k), str)}
     ctx = {
         **context,
+        **words,
         "layout": LAYOUTS[fmt],
         "fmt": FORMATS[fmt],
         "format": fmt,
@@ -180,11 +215,54 @@ def _newstyle_plural(env: Environment, ngettext: Any) -> Any:
     return translate
 
 
+def plan_template_texts() -> set[str]:
+    """The plan templates' titles, verification methods and consequences (the operator's file,
+    REMEDY_PLAN_TEMPLATES_FILE, or the shipped one)."""
+    from models.plan import load_plan_templates
+
+    texts: set[str] = set()
+    for template in load_plan_templates(get_settings().plan_templates_file).action:
+        texts.update((template.title, template.verification_method))
+        if template.consequence_if_missed:
+            texts.add(template.consequence_if_missed)
+    return texts
+
+
+def decision_form_texts() -> set[str]:
+    """The decision forms' field titles and help, as the approval page shows them."""
+    from models import forms
+
+    texts: set[str] = set()
+    pending: list[type] = [forms.ApprovalForm]
+    while pending:
+        form = pending.pop()
+        pending += form.__subclasses__()
+        for field in form.model_fields.values():  # type: ignore[attr-defined]
+            texts.update(t for t in (field.title, field.description) if t)
+    return texts
+
+
+# The words the lessons report's code passes to its templates and draws in its chart
+# (tasks/reports/lessons_render.py): the step titles, then the chart's.
+REPORT_TEXTS: tuple[str, ...] = (
+    *(step.title for step in Step),
+    "Days spent in each step: median and worst case",
+    "Days",
+    "Step",
+    "median days",
+    "worst days",
+    "Step %(step)s (%(title)s), median: %(days)s days over %(cases)s case(s)",
+    "Step %(step)s (%(title)s), worst: %(days)s days over %(cases)s case(s)",
+)
+
+
 def template_messages() -> set[str]:
-    """Every translatable English text in the templates."""
+    """Every translatable English text: the templates', the plan templates', the forms', the
+    lessons report's."""
     env = environment()
-    found: set[str] = set()
-    for path in sorted(TEMPLATES.rglob("*.j2")):
+    found: set[str] = plan_template_texts() | decision_form_texts() | set(REPORT_TEXTS)
+    pages = [STAFF_PAGES / f"{name}.html.j2" for name in STAFF_PAGE_NAMES]
+    for path in [*sorted(TEMPLATES.rglob("*.j2")), *pages]:
         source = path.read_text(encoding="utf-8")
         for _lineno, _func, message in env.extract_translations(source):  # type: ignore[attr-defined]
             if isinstance(message, str):

@@ -33,6 +33,7 @@ from tasks.inputs import read_document, validate
 from tasks.store.audit import append_audit
 from tasks.store.db import unit_of_work
 from tasks.store.directory import assign_default_members, find_or_create_organisation
+from tasks.store.ledger import owe
 from tasks.store.vault import get_vault
 
 
@@ -226,4 +227,17 @@ def _open_case(report: ReportIn, *, content_hash: str, now: datetime, actor: str
                 "members": members,
             },
         )
+        for owed in report.owed:  # checked against the persons by ReportIn
+            owe(
+                session,
+                case,
+                kind=owed.kind,
+                currency=owed.currency,
+                amount=owed.amount,
+                pseudonyms=owed.pseudonyms,
+                recorded_by=None,
+                actor=actor,
+                now=now,
+                source="intake",
+            )
     return IntakeResult(reference, duplicate=False)

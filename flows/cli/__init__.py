@@ -11,8 +11,21 @@ import sys
 import httpx
 from cyclopts import App, CycloptsError
 
-from flows.cli import cases, controls, decide, milestones, ops, passkeys, report, reporter
-from flows.cli.common import EXIT_BAD_INPUT, EXIT_OK, err, fail
+from flows.cli import (
+    cases,
+    controls,
+    decide,
+    ledger,
+    milestones,
+    ops,
+    passkeys,
+    report,
+    reporter,
+    show,
+)
+from flows.cli.common import EXIT_BAD_INPUT, EXIT_OK, NOT_MIGRATED, err, fail, store_behind
+from flows.cli.export import export_app
+from flows.cli.keys import key_rotate  # noqa: F401  (adds `key rotate`, `key status`)
 
 app = App(name="remedy", help="Remediation cases for victims of trafficking and forced labour.")
 for sub in (
@@ -22,6 +35,7 @@ for sub in (
     cases.directory_app,
     cases.members_app,
     milestones.milestone_app,
+    ledger.ledger_app,
     controls.consent_app,
     controls.case_app,
     controls.plan_app,
@@ -29,13 +43,14 @@ for sub in (
     ops.notifications_app,
     passkeys.passkey_app,
     reporter.reporter_app,
+    export_app,
 ):
     app.command(sub)
 report.register(app)
 app.command(cases.intake, name="intake")
 app.command(cases.case_start, name="start")
 app.command(cases.cases, name="cases")
-app.command(cases.show, name="show")
+app.command(show.show_app)
 app.command(ops.monitor, name="monitor")
 app.command(ops.doctor, name="doctor")
 app.command(ops.up, name="up")
@@ -44,6 +59,8 @@ app.command(decide.decide, name="decide")
 
 def main(argv: list[str] | None = None) -> None:
     """Run the command line; exit 2 on bad input, 1 on other failures."""
+    from sqlalchemy.exc import DBAPIError
+
     from flows.local.credential import NOT_ADMITTED, CredentialError, use_remedy_credential
     from notifications.routing import RoutingError
     from tasks.inputs import InputError
@@ -63,18 +80,30 @@ def main(argv: list[str] | None = None) -> None:
             err.print(f"  - {line}", markup=False)
         code = EXIT_BAD_INPUT
     except CaseNotFoundError as exc:
-        code = fail(str(exc))
+        code = fail(NOT_MIGRATED if _store_behind() else str(exc))
     except VaultError as exc:
         code = fail(str(exc))
     except RoutingError as exc:
         code = fail(str(exc))
     except CredentialError as exc:
         code = fail(str(exc))
+    except DBAPIError:
+        if not _store_behind():
+            raise
+        code = fail(NOT_MIGRATED)  # one line, not a traceback, for a store never migrated
     except httpx.HTTPStatusError as exc:
         if exc.response.status_code != 401:
             raise
         code = fail(NOT_ADMITTED)
     sys.exit(code if isinstance(code, int) else EXIT_OK)
+
+
+def _store_behind() -> bool:
+    """Tell whether a store error comes from a store that is not migrated (False if unknown)."""
+    try:
+        return store_behind()
+    except Exception:  # the store cannot even be asked: the original error says more
+        return False
 
 
 if __name__ == "__main__":

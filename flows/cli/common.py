@@ -73,3 +73,29 @@ def hand_over_next(reference: str) -> None:
     started = hand_over(reference, now=utcnow())
     if started:
         err.print(f"Started {started} for {reference}.")
+
+
+NOT_MIGRATED = (
+    "the case store is not at the newest schema (never migrated, or behind): "
+    "run `remedy db upgrade`"
+)
+
+
+def store_behind() -> bool:
+    """Tell whether the case store lacks the newest migrations (none at all on a fresh store).
+
+    Asked only once a command failed on the store: a command that works pays nothing for it.
+    """
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    from migrations import alembic_config
+    from models.settings import get_settings
+    from tasks.store.db import get_engine
+
+    settings = get_settings()
+    config = alembic_config(settings.resolved_database_url(), settings.database_schema)
+    heads = set(ScriptDirectory.from_config(config).get_heads())
+    with get_engine().connect() as conn:
+        current = set(MigrationContext.configure(conn).get_current_heads())
+    return current != heads

@@ -10,6 +10,7 @@ from cyclopts import App, Parameter
 from rich.table import Table
 
 from flows.cli.common import EXIT_FAILED, EXIT_OK, actor, fail, out
+from models.enums import NotificationChannel, NotificationStatus
 
 db_app = App(name="db", help="The case store's schema.")
 key_app = App(name="key", help="The encryption key for identifying data.")
@@ -90,21 +91,90 @@ def db_simulation(
 
 
 @audit_app.command(name="verify")
-def audit_verify(reference: str) -> int:
-    """Check a case's audit chain ('system' for the directory's, 'web' for the approval page's)
-    and name the first broken link."""
-    from tasks.store.audit import SYSTEM_CHAIN, WEB_CHAIN, verify_chain
+def audit_verify(
+    reference: str | None = None,
+    /,
+    *,
+    public_key: Annotated[
+        list[str] | None,
+        Parameter(
+            help="Trust checkpoints signed by this key (hex, as `remedy audit public-key` "
+            "prints it; repeatable) instead of the signing key in REMEDY_HOME: an auditor's copy."
+        ),
+    ] = None,
+    checkpoints: Annotated[
+        str | None,
+        Parameter(help="The checkpoints file; default: REMEDY_HOME/audit-checkpoints.jsonl."),
+    ] = None,
+) -> int:
+    """Check a case's audit chain ('system' for the directory's, 'web' for the approval page's),
+    or every chain: each event's tag and link, each head, and the signed checkpoints. One line per
+    problem: a forged event, a truncated, deleted or swapped chain, a bad checkpoint signature."""
+    from pathlib import Path
+
+    from tasks.store.audit import SYSTEM_CHAIN, WEB_CHAIN, when
     from tasks.store.cases import get_case
+    from tasks.store.checkpoints import verify_audit
     from tasks.store.db import read_only
 
-    with read_only() as session:
-        if reference not in (SYSTEM_CHAIN, WEB_CHAIN):
+    verdict = verify_audit(
+        reference,
+        checkpoints_file=Path(checkpoints) if checkpoints else None,
+        public_keys=public_key or (),
+    )
+    unknown = [r for r in verdict.reports if r.ok and r.events == 0]
+    if reference is not None and reference not in (SYSTEM_CHAIN, WEB_CHAIN) and unknown:
+        with read_only() as session:  # no chain and no checkpoint knows it: is it a case at all?
             get_case(session, reference)
-        report = verify_chain(session, reference)
-    if report.ok:
-        out.print(f"{reference}: audit chain intact ({report.events} events).")
-        return EXIT_OK
-    return fail(f"{reference}: audit chain broken at event #{report.broken_at}: {report.problem}")
+    for problem in verdict.checkpoint_problems:
+        fail(problem)
+    for report in verdict.reports:
+        if report.ok:
+            if reference is not None:
+                out.print(f"{report.chain}: audit chain {report.summary()}.")
+        elif report.broken_at is not None:
+            fail(
+                f"{report.chain}: audit chain broken at event #{report.broken_at}: {report.problem}"
+            )
+        else:
+            fail(f"{report.chain}: audit chain {report.problem}")
+    if reference is None:
+        intact = [r for r in verdict.reports if r.ok]
+        events = sum(r.events for r in intact)
+        checked = (
+            f"checkpoint of {when(verdict.last_checkpoint)} matches"
+            if verdict.last_checkpoint is not None
+            else "no checkpoint yet"
+        )
+        out.print(
+            f"{len(intact)} of {len(verdict.reports)} audit chains intact "
+            f"({events} events, {checked})."
+        )
+    return EXIT_OK if verdict.ok else EXIT_FAILED
+
+
+@audit_app.command(name="checkpoint")
+def audit_checkpoint() -> int:
+    """Sign a checkpoint of every chain's head now (the sweep does so daily and at closures)."""
+    from tasks.context import utcnow
+    from tasks.store.audit import when
+    from tasks.store.checkpoints import checkpoint, checkpoints_path
+
+    taken = checkpoint(utcnow())
+    out.print(
+        f"Checkpoint of {when(taken.at)}: {taken.chains} chains, {taken.events} events, "
+        f"root {taken.root}; appended to {checkpoints_path()}."
+    )
+    return EXIT_OK
+
+
+@audit_app.command(name="public-key")
+def audit_public_key() -> int:
+    """Print the checkpoints' Ed25519 public key (hex) to give an auditor (creates the key)."""
+    from tasks.store.checkpoints import public_key_hex
+
+    out.print(public_key_hex())
+    return EXIT_OK
 
 
 @notifications_app.command(name="deliver")
@@ -126,6 +196,49 @@ def notifications_deliver(
         if every is None:
             return EXIT_OK
         time.sleep(every)
+
+
+@notifications_app.command(name="list")
+def notifications_list(
+    *,
+    case: Annotated[str | None, Parameter(help="Only this case's messages (RC-...).")] = None,
+    status: NotificationStatus | None = None,
+    channel: NotificationChannel | None = None,
+    limit: int = 500,
+    as_json: Annotated[bool, Parameter(name="--json")] = False,
+) -> int:
+    """List the outbox, newest first: each message's case, event, channel, recipient (a
+    stakeholder key), status, attempts, next attempt or delivery, and last error (never an
+    address, a URL or a secret)."""
+    from notifications.outbox import outbox_entries
+    from tasks.store.cases import get_case
+    from tasks.store.db import read_only
+
+    with read_only() as session:
+        case_id = get_case(session, case).id if case else None
+        entries = outbox_entries(
+            session, case_id=case_id, status=status, channel=channel, limit=limit
+        )
+    if as_json:
+        out.print_json(json.dumps([e.model_dump(mode="json") for e in entries]))
+        return EXIT_OK
+    # one line per message: whole in any terminal, and for grep
+    for e in entries:
+        when = e.delivered_at or e.next_attempt_at
+        timing = "-"
+        if when is not None:
+            timing = f"{'delivered' if e.delivered_at else 'next'} {when:%Y-%m-%d %H:%M:%S}"
+        out.print(
+            f"{e.case_ref or '-'}  {e.event}  {e.channel.value}  {e.recipient}  "
+            f"{e.status.value}  attempts {e.attempts}  {timing}"
+            + (f"  error: {e.last_error}" if e.last_error else ""),
+            markup=False,
+            soft_wrap=True,
+        )
+    out.print(
+        f"{len(entries)} message(s)" + (" (--limit reached)" if len(entries) == limit else "")
+    )
+    return EXIT_OK
 
 
 @notifications_app.command(name="check")

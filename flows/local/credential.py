@@ -34,8 +34,10 @@ def credential_path(home: Path) -> Path:
 
 def ensure_credential(home: Path) -> str:
     """Return the home's credential; the first call makes it (0600, a random `remedy:<token>`)."""
+    from tasks.store.home import private_parent
+
     path = credential_path(home)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_parent(path, home)  # REMEDY_HOME owner-only (0700)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     except FileExistsError:

@@ -28,6 +28,12 @@ from typing import IO, Any
 import httpx
 
 from flows.local.credential import CLIENT_VARIABLE, ensure_credential
+from tasks.store.home import (
+    PRIVATE_UMASK,
+    ensure_private_dir,
+    open_private_append,
+    tighten_file,
+)
 
 QUIET_PREFECT = {
     # there is no outside network here, and telemetry on a SQLite server caused lock errors
@@ -192,16 +198,25 @@ class LocalStack:
         return f"http://127.0.0.1:{self.port},http://localhost:{self.port}"
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> None:
-        logs = self.home / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
+        ensure_private_dir(self.home)
+        logs = ensure_private_dir(self.home / "logs")
         if name in self._logs:  # a part started again: its old log handle is done
             self._logs.pop(name).close()
-        log = self._logs[name] = (logs / f"{name}.log").open("ab")
+        log = self._logs[name] = os.fdopen(open_private_append(logs / f"{name}.log"), "ab")
+        # umask 077: whatever a part makes under the home (Prefect's database and its -wal and
+        # -shm files, results) is its owner's only (tasks/store/home.py)
         self.processes[name] = proc = subprocess.Popen(
-            argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            argv,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            umask=PRIVATE_UMASK,
         )
         self._commands[name] = (argv, env)
-        self.pid_file(name).write_text(f"{proc.pid}\n")
+        pid = os.open(self.pid_file(name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(pid, "w") as fh:
+            fh.write(f"{proc.pid}\n")
 
     def pid_file(self, name: str) -> Path:
         """Return where a part's process id is kept while it runs (for operators and tests)."""
@@ -237,8 +252,7 @@ class LocalStack:
                 "PREFECT_SERVER_LOG_RETRYABLE_ERRORS": "true",
             }
         )
-        prefect_home = self.home / "prefect"
-        prefect_home.mkdir(parents=True, exist_ok=True)
+        prefect_home = self.prepare_prefect_home()
         env["PREFECT_HOME"] = str(prefect_home)
         env.pop("PREFECT_API_URL", None)
         env["PREFECT_UI_API_URL"] = self.api_url  # the UI in the browser calls this port
@@ -257,6 +271,13 @@ class LocalStack:
         self._spawn("prefect-server", argv, env)
         self._wait("prefect-server", lambda: api_healthy(self.api_url), timeout)
         return self.api_url
+
+    def prepare_prefect_home(self) -> Path:
+        """Make the Prefect server's folder under the home, owner-only, its database too."""
+        prefect_home = ensure_private_dir(self.home / "prefect")
+        for name in ("prefect.db", "prefect.db-wal", "prefect.db-shm"):
+            tighten_file(prefect_home / name)
+        return prefect_home
 
     def start_runner(self, timeout: float = 120.0) -> None:
         """Start the runner serving every deployment, and wait until they are registered."""

@@ -25,9 +25,11 @@ def prepare_store() -> None:
 
     from migrations import alembic_config
     from models.settings import get_settings
+    from tasks.store.home import ensure_home
     from tasks.store.vault import init_key_file
 
     settings = get_settings()
+    ensure_home(settings.home)  # owner-only, and tightened (with a warning) if it was not
     if settings.encryption_key is None:
         init_key_file(settings.resolved_key_file())
     command.upgrade(

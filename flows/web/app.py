@@ -45,7 +45,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from flows.web.report import report_routes
 from flows.web.throttle import Throttle
-from models.enums import LinkPurpose
+from models.enums import LinkPurpose, Locale
 from models.settings import get_settings
 from tasks.context import utcnow
 from tasks.decisions.fields import FieldSpec
@@ -151,8 +151,26 @@ def _markdown() -> MarkdownIt:
     return MarkdownIt("commonmark", {"html": False}).enable("table")
 
 
+def page_words(locale: Locale) -> Any:
+    """Return `_(text, **values)` in the recipient's language: the staff catalogs
+    (notifications/locales/) hold the page's words, the decision titles, the forms' fields and the
+    plan templates' texts; a per-person title keeps its pseudonym (notifications.render.plan_text).
+    """
+    from notifications.render import catalog, plan_text
+
+    words = catalog(locale)
+
+    def _(text: str, **values: Any) -> Markup:
+        # the catalog's text is ours; Markup's % escapes the values
+        translated = Markup(plan_text(words, text))  # noqa: S704
+        return translated % values if values else translated
+
+    return _
+
+
 def page(template: str, status: int = 200, **context: Any) -> HTMLResponse:
-    """Render one of the page's templates."""
+    """Render one of the page's templates (in English unless `_` is given for a language)."""
+    context.setdefault("_", page_words(Locale.EN))
     html = _templates().get_template(f"{template}.html.j2").render(**context)
     return HTMLResponse(html, status_code=status)
 
@@ -206,6 +224,7 @@ def _form_page(
         typed_key=typed_key,
         gate=gate,
         passkey_field=PASSKEY_FIELD,
+        _=page_words(view.locale),
     )
 
 
@@ -282,9 +301,22 @@ async def act(request: Request, check_seconds: float) -> Response:
             verdict, reason = await run_in_threadpool(
                 decision_verdict, view.request_id, wait_seconds=check_seconds, tries=view.tries
             )
-            return page("submitted", title="Submitted", view=view, verdict=verdict, reason=reason)
+            return page(
+                "submitted",
+                title="Submitted",
+                view=view,
+                verdict=verdict,
+                reason=reason,
+                _=page_words(view.locale),
+            )
         result = await run_in_threadpool(progress_from_link, view, form, now=now)
-        return page("progress_recorded", title="Progress recorded", view=view, result=result)
+        return page(
+            "progress_recorded",
+            title="Progress recorded",
+            view=view,
+            result=result,
+            _=page_words(view.locale),
+        )
     except LinkRefusedError as exc:
         return refused_page(exc)
     except FormProblemsError as exc:

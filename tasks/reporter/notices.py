@@ -38,11 +38,13 @@ def is_email(contact: str | None) -> bool:
     return bool(contact and EMAIL.match(contact.strip()))
 
 
-def seal_contact(vault: Vault, contact: str | None) -> str | None:
-    """Encrypt a reporter's contact for the receipt (None when they gave none)."""
+def seal_contact(
+    vault: Vault, session: Session, case_id: uuid.UUID, contact: str | None
+) -> str | None:
+    """Encrypt a reporter's contact for the receipt with the case's key (None when none given)."""
     if not contact or not contact.strip():
         return None
-    return vault.encrypt({"contact": contact.strip()})
+    return vault.encrypt_for_case(session, case_id, {"contact": contact.strip()})
 
 
 def tell_case_team(
@@ -71,7 +73,7 @@ def tell_reporter(session: Session, *, receipt: ReporterReceipt, key: str, now: 
     routes = current_routing().events[NotificationEvent.REPORTER_NEWS]
     if NotificationChannel.EMAIL not in routes.get("reporter", ()):  # routing.REPORTER
         return False
-    if not receipt.contact_ok or not is_email(_contact(get_vault(), receipt)):
+    if not receipt.contact_ok or not is_email(_contact(get_vault(), session, receipt)):
         return False
     full_key = f"{key}:{REPORTER}:{NotificationChannel.EMAIL.value}"
     taken = select(Notification.id).where(Notification.idempotency_key == full_key)
@@ -113,10 +115,11 @@ def follow_up_link() -> str:
     return f"{get_settings().approval_base_url.rstrip('/')}/follow-up"
 
 
-def _contact(vault: Vault, receipt: ReporterReceipt) -> str | None:
+def _contact(vault: Vault, session: Session, receipt: ReporterReceipt) -> str | None:
     if receipt.contact_ciphertext is None:
         return None
-    contact = vault.decrypt(receipt.contact_ciphertext).get("contact")
+    sealed = receipt.contact_ciphertext
+    contact = vault.decrypt_for_case(session, receipt.case_id, sealed).get("contact")
     return str(contact).strip() if contact else None
 
 
@@ -128,7 +131,7 @@ def reporter_address(receipt_id: uuid.UUID) -> str | None:
     """
     with read_only() as session:
         receipt = session.get(ReporterReceipt, receipt_id)
-    if receipt is None or not receipt.contact_ok:
-        return None
-    contact = _contact(get_vault(), receipt)
+        if receipt is None or not receipt.contact_ok:
+            return None
+        contact = _contact(get_vault(), session, receipt)
     return contact if is_email(contact) else None

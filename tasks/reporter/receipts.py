@@ -194,7 +194,7 @@ def _record_receipt(
                     filed_at=now,
                     locale=locale,
                     contact_ok=contact_ok,
-                    contact_ciphertext=seal_contact(vault, contact),
+                    contact_ciphertext=seal_contact(vault, session, case.id, contact),
                 )
                 session.add(receipt)
                 session.flush()
@@ -243,7 +243,8 @@ def follow_up_of(session: Session, receipt: ReporterReceipt) -> FollowUp:
     status = reporter_status(case.state, held_from=case.held_from, closure_type=case.closure_type)
     note = None
     if receipt.reason_note_ciphertext:
-        note = str(vault.decrypt(receipt.reason_note_ciphertext)["text"])
+        sealed = receipt.reason_note_ciphertext
+        note = str(vault.decrypt_for_case(session, case.id, sealed)["text"])
     return FollowUp(
         receipt_ref=receipt.receipt_ref,
         filed_at=receipt.filed_at,
@@ -267,7 +268,7 @@ def thread_of(session: Session, receipt: ReporterReceipt, vault: Vault) -> list[
         ThreadMessage(
             from_reporter=row.from_reporter,
             at=row.at,
-            text=str(vault.decrypt(row.text_ciphertext)["text"]),
+            text=str(vault.decrypt_for_case(session, row.case_id, row.text_ciphertext)["text"]),
         )
         for row in rows
     ]
@@ -291,7 +292,7 @@ def reporter_writes(code: str, text: str, *, now: datetime) -> bool:
             case_id=case.id,
             from_reporter=True,
             at=now,
-            text_ciphertext=vault.encrypt({"text": kept}),
+            text_ciphertext=vault.encrypt_for_case(session, case.id, {"text": kept}),
         )
         session.add(message)
         session.flush()

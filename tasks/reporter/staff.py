@@ -150,7 +150,8 @@ def threads(
             ).all()
             contact = None
             if receipt.contact_ciphertext:
-                contact = vault.decrypt(receipt.contact_ciphertext).get("contact")
+                sealed = receipt.contact_ciphertext
+                contact = vault.decrypt_for_case(session, case.id, sealed).get("contact")
             found.append(
                 StaffThread(
                     receipt_ref=receipt.receipt_ref,
@@ -166,7 +167,11 @@ def threads(
                             from_reporter=row.from_reporter,
                             at=row.at,
                             author=keys.get(row.author_id) if row.author_id else None,
-                            text=str(vault.decrypt(row.text_ciphertext)["text"]),
+                            text=str(
+                                vault.decrypt_for_case(session, case.id, row.text_ciphertext)[
+                                    "text"
+                                ]
+                            ),
                         )
                         for row in rows
                     ],
@@ -258,7 +263,7 @@ def reply(
             from_reporter=False,
             at=now,
             author_id=person.id,
-            text_ciphertext=vault.encrypt({"text": kept}),
+            text_ciphertext=vault.encrypt_for_case(session, case.id, {"text": kept}),
         )
         session.add(message)
         session.flush()
@@ -309,7 +314,9 @@ def set_note(
                 raise ReporterError(f"{case.reference} has no reporter's receipt")
         stamp = f"{now:%Y%m%dT%H%M%S%f}"
         for receipt in receipts:
-            receipt.reason_note_ciphertext = vault.encrypt({"text": kept}) if kept else None
+            receipt.reason_note_ciphertext = (
+                vault.encrypt_for_case(session, case.id, {"text": kept}) if kept else None
+            )
             session.add(receipt)
             append_audit(
                 session,

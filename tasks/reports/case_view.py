@@ -1,23 +1,57 @@
-"""The case view in the Prefect UI: one markdown artifact per case, kept current at every change."""
+"""The case view in the Prefect UI: one markdown artifact per case, kept current at every change.
+
+A step's run publishes it as it moves the case; a change made outside any run (a milestone
+reported from an owner's link or the command line, an extension asked or decided) republishes it
+as soon as it is committed (`republishes`), so the view never waits for the next run or sweep.
+"""
 
 from __future__ import annotations
 
+import functools
+import logging
 import uuid
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import date, datetime
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from prefect.artifacts import create_markdown_artifact
+from pydantic import BaseModel
+from sqlalchemy.orm import aliased
 from sqlmodel import col, select
 
-from models.enums import DecisionRequestStatus, PlanStatus, Step
-from models.tables import DecisionRequest, PlanAction, ReporterReceipt, Stakeholder
+from models.enums import (
+    DecisionKind,
+    DecisionRequestStatus,
+    MilestoneStatus,
+    PlanStatus,
+    Role,
+    Step,
+)
+from models.tables import (
+    ActionPlan,
+    AffectedPerson,
+    AuditEvent,
+    CaseMember,
+    Decision,
+    DecisionRequest,
+    PlanAction,
+    ReporterReceipt,
+    Stakeholder,
+)
+from notifications.outbox import without_addresses
+from tasks.actors import Operator
 from tasks.case_state import current_plan, milestone_summary
 from tasks.context import current_policy
 from tasks.markdown import md_text
 from tasks.monitoring.reporter_deadlines import ReceiptTimes, receipt_times, timeliness
 from tasks.steps.table import spec_of
+from tasks.store.audit import append_audit
 from tasks.store.cases import get_case
-from tasks.store.db import read_only
+from tasks.store.db import read_only, unit_of_work
+from tasks.store.vault import get_vault
+
+log = logging.getLogger("remedy.case_view")
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def case_artifact_key(case_ref: str) -> str:
@@ -103,6 +137,8 @@ def case_view(case_ref: str, *, now: datetime, link: Callable[[uuid.UUID], str |
                     else ""
                 )
                 state = f"{action.status.value}{late}"
+                if action.extension_due_on is not None:
+                    state += f" (extension to {action.extension_due_on} asked)"
                 lines.append(
                     f"| {md_text(action.key)} | {md_text(owner or '-')} | {action.due_on} "
                     f"| {state} |"
@@ -143,14 +179,284 @@ def _met(due: datetime, met: datetime | None, now: datetime) -> str:
     return state if state.startswith("due ") else f"{state} (due {due:%Y-%m-%d %H:%M})"
 
 
-def publish_case_view(case_ref: str, *, now: datetime) -> uuid.UUID:
-    """Create the next version of the case's markdown artifact."""
+def publish_case_view(case_ref: str, *, now: datetime, quick: bool = False) -> uuid.UUID:
+    """Create the next version of the case's markdown artifact (quick: one attempt only)."""
     from tasks.store.links import run_link_url
 
     markdown = case_view(case_ref, now=now, link=run_link_url)
-    artifact_id = create_markdown_artifact(
-        key=case_artifact_key(case_ref),
-        markdown=markdown,
-        description=f"Case {case_ref}: step, waiting decisions, milestones and reporters",
+    description = f"Case {case_ref}: step, waiting decisions, milestones and reporters"
+    return _markdown_artifact(case_artifact_key(case_ref), markdown, description, quick=quick)
+
+
+def _markdown_artifact(
+    key: str, markdown: str, description: str, *, quick: bool = False
+) -> uuid.UUID:
+    """Create a markdown artifact: the run's own inside a run, else straight through the API.
+
+    Prefect deprecates `create_markdown_artifact` outside a flow or task run (a FutureWarning on
+    every command that publishes); its client's `create_artifact` is the API for that case.
+    """
+    from prefect.context import FlowRunContext, TaskRunContext
+
+    if FlowRunContext.get() is not None or TaskRunContext.get() is not None:
+        from prefect.artifacts import create_markdown_artifact
+
+        made = create_markdown_artifact(key=key, markdown=markdown, description=description)
+        return made if isinstance(made, uuid.UUID) else uuid.UUID(str(made))
+    import httpx
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import ArtifactCreate
+
+    artifact = ArtifactCreate(type="markdown", key=key, description=description, data=markdown)
+    # quick: no connection retries either (the client's default transport retries 3 times)
+    settings = {"transport": httpx.HTTPTransport(retries=0)} if quick else None
+    with get_client(sync_client=True, httpx_settings=settings) as client:
+        return client.create_artifact(artifact=artifact).id
+
+
+def refresh_case_view(case_ref: str) -> bool:
+    """Republish a case's view now, if a Prefect server is configured; say whether it was.
+
+    The change it shows is committed already: a server that is down or refuses loses nothing
+    of it (the case's next run publishes the view again), so a failure is logged, not raised.
+    """
+    from prefect.settings import (
+        PREFECT_API_REQUEST_TIMEOUT,
+        PREFECT_CLIENT_MAX_RETRIES,
+        get_current_settings,
+        temporary_settings,
     )
-    return artifact_id if isinstance(artifact_id, uuid.UUID) else uuid.UUID(str(artifact_id))
+
+    from tasks.context import utcnow
+
+    if not get_current_settings().api.url:
+        return False
+    # one attempt, soon given up: the person who made the change is waiting for the answer, and
+    # a server that is down would otherwise cost them the client's retries with backoff
+    quick = {PREFECT_CLIENT_MAX_RETRIES: 0, PREFECT_API_REQUEST_TIMEOUT: 10.0}
+    try:
+        with temporary_settings(quick):
+            publish_case_view(case_ref, now=utcnow(), quick=True)
+    except Exception as exc:  # the reference and the kind of failure only: no data
+        log.warning("case view not republished: case=%s (%s)", case_ref, type(exc).__name__)
+        return False
+    return True
+
+
+def republishes(change: Callable[Concatenate[str, P], R]) -> Callable[Concatenate[str, P], R]:
+    """Make a change to a case (its reference first) republish the case's view once done."""
+
+    @functools.wraps(change)
+    def changed(case_ref: str, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        result = change(case_ref, *args, **kwargs)  # committed when it returns
+        refresh_case_view(case_ref)
+        return result
+
+    return changed
+
+
+# --- a case's records for operators (`remedy show plan|decisions|audit`) ------------------------
+# References, keys, states and the reasons people gave; never names, contacts or the narrative,
+# which only `reveal_identities` decrypts (audited). The remedy ledger's amounts join the plan
+# view from tasks/store/ledger.py (flows/cli/show.py, `_ledger_section`).
+
+REVEALERS = (Role.CASE_LEAD, Role.VICTIM_REPRESENTATIVE)
+
+
+class RevealNotAllowed(Exception):
+    """The person may not read the identities of a case's persons."""
+
+
+class MilestoneRow(BaseModel):
+    key: str
+    title: str
+    person: str | None  # the pseudonym of the person it is for; none for the case's own
+    owner: str | None  # a stakeholder key
+    due_on: date
+    status: MilestoneStatus
+    evidence: int  # how many evidence references were reported
+    extension_to: date | None  # a later due date asked for, waiting for the case lead
+
+
+class PlanRecord(BaseModel):
+    case_ref: str
+    version: int
+    status: PlanStatus
+    approved_at: datetime | None
+    milestones: list[MilestoneRow]
+    other_versions: list[str]  # e.g. "1 (superseded)"
+
+
+class DecisionRow(BaseModel):
+    decided_at: datetime
+    step: int
+    kind: DecisionKind
+    title: str
+    by: str  # the stakeholder key of who decided
+    outcome: str
+    reason: str | None
+
+
+class AuditRow(BaseModel):
+    seq: int
+    at: datetime
+    actor: str
+    action: str
+    subject: str | None
+    details: dict[str, Any]
+
+
+def plan_record(case_ref: str) -> PlanRecord | None:
+    """Return the plan in force (approved, else the draft) with its milestones; none if no plan."""
+    with read_only() as session:
+        case = get_case(session, case_ref)
+        plan = current_plan(session, case.id, PlanStatus.APPROVED) or current_plan(
+            session, case.id, PlanStatus.DRAFT
+        )
+        if plan is None:
+            return None
+        versions = session.exec(
+            select(ActionPlan).where(ActionPlan.case_id == case.id, ActionPlan.id != plan.id)
+        ).all()
+        owner = aliased(Stakeholder)
+        found = session.exec(
+            select(PlanAction, owner.key, AffectedPerson.pseudonym)
+            .join(owner, col(owner.id) == col(PlanAction.owner_id), isouter=True)
+            .join(AffectedPerson, col(AffectedPerson.id) == col(PlanAction.person_id), isouter=True)
+            .where(PlanAction.plan_id == plan.id)
+            .order_by(col(PlanAction.due_on), col(PlanAction.key))
+        ).all()
+        return PlanRecord(
+            case_ref=case.reference,
+            version=plan.version,
+            status=plan.status,
+            approved_at=plan.approved_at,
+            milestones=[
+                MilestoneRow(
+                    key=a.key,
+                    title=a.title,
+                    person=pseudonym,
+                    owner=key,
+                    due_on=a.due_on,
+                    status=a.status,
+                    evidence=len(a.evidence_refs),
+                    extension_to=a.extension_due_on,
+                )
+                for a, key, pseudonym in found
+            ],
+            other_versions=[
+                f"{v.version} ({v.status.value})" for v in sorted(versions, key=lambda v: v.version)
+            ],
+        )
+
+
+def decision_records(case_ref: str) -> list[DecisionRow]:
+    """Return the decisions taken on a case, oldest first, with who took them and why."""
+    with read_only() as session:
+        case = get_case(session, case_ref)
+        found = session.exec(
+            select(Decision, Stakeholder.key)
+            .join(Stakeholder, col(Stakeholder.id) == col(Decision.approver_id))
+            .where(Decision.case_id == case.id)
+            .order_by(col(Decision.decided_at), col(Decision.step))
+        ).all()
+        return [
+            DecisionRow(
+                decided_at=d.decided_at,
+                step=d.step,
+                kind=d.kind,
+                title=_title(d.kind),
+                by=key,
+                outcome=d.outcome,
+                reason=d.reason,
+            )
+            for d, key in found
+        ]
+
+
+def _title(kind: DecisionKind) -> str:
+    try:
+        return spec_of(kind).title
+    except LookupError:
+        return kind.value
+
+
+def audit_records(case_ref: str, *, limit: int | None = None) -> list[AuditRow]:
+    """Return a case's audit events in chain order (the last `limit` if given).
+
+    Details hold references only; a text in them (a reason someone typed) is shown without any
+    address or URL it might hold.
+    """
+    with read_only() as session:
+        case = get_case(session, case_ref)
+        query = select(AuditEvent).where(AuditEvent.chain == case.reference)
+        if limit is not None:
+            query = query.order_by(col(AuditEvent.seq).desc()).limit(limit)
+        events = sorted(session.exec(query).all(), key=lambda e: e.seq)
+        return [
+            AuditRow(
+                seq=e.seq,
+                at=e.at,
+                actor=e.actor,
+                action=e.action,
+                subject=f"{e.subject_type}:{e.subject_id}" if e.subject_type else None,
+                details=_unaddressed(e.details),
+            )
+            for e in events
+        ]
+
+
+def _unaddressed(value: Any) -> Any:
+    if isinstance(value, str):
+        return without_addresses(value)
+    if isinstance(value, dict):
+        return {k: _unaddressed(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unaddressed(v) for v in value]
+    return value
+
+
+def reveal_identities(
+    case_ref: str, *, view: str, by: str, reason: str, now: datetime, operator: Operator
+) -> dict[str, dict[str, Any]]:
+    """Decrypt the identities of a case's persons (pseudonym -> identity) for its case lead or
+    victims' representative; the read is audited first, without what it shows."""
+    vault = get_vault()
+    with unit_of_work() as session:
+        case = get_case(session, case_ref, lock=True)
+        reader = session.exec(select(Stakeholder).where(Stakeholder.key == by)).first()
+        roles = set()
+        if reader is not None and reader.active:
+            roles = set(
+                session.exec(
+                    select(CaseMember.role).where(
+                        CaseMember.case_id == case.id, CaseMember.stakeholder_id == reader.id
+                    )
+                ).all()
+            )
+        if not roles & set(REVEALERS):
+            raise RevealNotAllowed(
+                f"{by} may not read the identities of {case.reference}'s persons: that needs the "
+                f"{' or '.join(r.value for r in REVEALERS)} role on the case"
+            )
+        persons = session.exec(
+            select(AffectedPerson)
+            .where(AffectedPerson.case_id == case.id)
+            .order_by(col(AffectedPerson.pseudonym))
+        ).all()
+        append_audit(
+            session,
+            chain=case.reference,
+            actor=f"stakeholder:{by}",
+            action="identity.revealed",
+            at=now,
+            subject_type="case",
+            subject_id=str(case.id),
+            details={"view": view, "reason": reason, "persons": [p.pseudonym for p in persons]}
+            | operator.audit_details(),
+        )
+        return {
+            p.pseudonym: vault.decrypt(p.identity_ciphertext)
+            for p in persons
+            if p.identity_ciphertext
+        }

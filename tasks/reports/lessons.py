@@ -45,6 +45,7 @@ from models.tables import (
 )
 from tasks.context import current_policy
 from tasks.monitoring.reporter_deadlines import receipt_times
+from tasks.reports.repaid import Repaid, repaid
 from tasks.store.db import read_only
 
 ARTIFACT_KEY = "remedy-lessons"
@@ -163,6 +164,10 @@ class LessonsFigures(BaseModel):
     by_tier: CrossTab
     by_country: CrossTab
     reporters: ReporterTimeliness
+    repaid: list[Repaid] = []
+    confirmed_payments: int = 0
+    # from the case's first plan approval to each confirmed payment
+    median_days_to_confirmed_payment: float | None = None
 
     @property
     def decisions_total(self) -> DecisionDelay:
@@ -192,6 +197,7 @@ def lessons_figures(*, since: date | None, now: datetime) -> LessonsFigures:
             decisions=_decisions(session, scope),
             forms=_forms(session, scope),
             reporters=_reporters(session, scope),
+            **repaid(session, scope),
             **_root_causes(session, scope),
         )
 

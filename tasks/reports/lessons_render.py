@@ -1,19 +1,23 @@
 """Rendering the lessons-learned report: Markdown or HTML through Jinja2, and an inline SVG chart.
 
 `render_lessons` renders the figures of `tasks.reports.lessons` with the report templates
-(`notifications/templates/report/`); `svg_step_durations` draws the steps' durations.
+(`notifications/templates/report/`); `svg_step_durations` draws the steps' durations. Every word
+goes through the notification catalogs (notifications/locales/<locale>.toml, English in,
+translation out); English is the default and needs none.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any, Literal
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup, escape
 
-from notifications.render import TEMPLATES
+from models.enums import Locale
+from notifications.render import TEMPLATES, catalog
 from tasks.reports.lessons import LessonsFigures
 
 Format = Literal["md", "html"]
@@ -28,6 +32,28 @@ def _days(value: float | None) -> str:
 
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value * 100:.0f}%"
+
+
+def _strong(value: object) -> Markup:
+    return Markup("<strong>%s</strong>") % (value,)
+
+
+def _words(locale: Locale, fmt: Format) -> tuple[Callable[..., str], Callable[..., str]]:
+    """Return the report's `_(text, **values)` and `ngettext(one, many, n)` for a locale."""
+    cat = catalog(locale)
+
+    def text(message: str) -> str:
+        # HTML: the catalog's text is ours; % then escapes the values (Markup's own %)
+        return Markup(message) if fmt == "html" else message  # noqa: S704
+
+    def gettext(message: str, **values: Any) -> str:
+        translated = text(cat.gettext(message))
+        return translated % values if values else translated
+
+    def ngettext(singular: str, plural: str, num: int, **values: Any) -> str:
+        return text(cat.ngettext(singular, plural, num)) % {"num": num, **values}
+
+    return gettext, ngettext
 
 
 def _md(value: object) -> str:
@@ -54,18 +80,26 @@ def report_environment() -> Environment:
     env.filters["days"] = _days
     env.filters["pct"] = _pct
     env.filters["md"] = _md
+    env.filters["strong"] = _strong
     return env
 
 
-def render_lessons(figures: LessonsFigures, fmt: Format) -> str:
+def render_lessons(figures: LessonsFigures, fmt: Format, locale: Locale = Locale.EN) -> str:
     """Render the lessons-learned report as Markdown or as a standalone HTML page."""
     if fmt not in ("md", "html"):
         raise ValueError(f"unknown report format {fmt!r} (md or html)")
     template = report_environment().get_template(f"report/lessons.{fmt}.j2")
-    context: dict[str, Any] = {"f": figures, "total": figures.decisions_total}
+    gettext, ngettext = _words(locale, fmt)
+    context: dict[str, Any] = {
+        "f": figures,
+        "total": figures.decisions_total,
+        "_": gettext,
+        "ngettext": ngettext,
+        "lang": locale.value,
+    }
     if fmt == "html":
         # our own markup, built from escaped parts only (see svg_step_durations)
-        context["chart"] = Markup(svg_step_durations(figures))  # noqa: S704
+        context["chart"] = Markup(svg_step_durations(figures, locale))  # noqa: S704
     return template.render(context)
 
 
@@ -95,8 +129,9 @@ def _text(x: float, y: float, content: str, **attrs: str) -> str:
     return f'<text x="{_num(x)}" y="{_num(y)}"{extra}>{escape(content)}</text>'
 
 
-def svg_step_durations(figures: LessonsFigures) -> str:
+def svg_step_durations(figures: LessonsFigures, locale: Locale = Locale.EN) -> str:
     """Draw the median and worst days per step as a fixed-size SVG bar chart (no script)."""
+    _ = catalog(locale).gettext  # every value is escaped where the SVG is written
     plot_w = SVG_WIDTH - _LEFT - _RIGHT
     plot_h = SVG_HEIGHT - _TOP - _BOTTOM
     base = _TOP + plot_h
@@ -106,7 +141,7 @@ def svg_step_durations(figures: LessonsFigures) -> str:
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{SVG_WIDTH}" height="{SVG_HEIGHT}" '
         f'viewBox="0 0 {SVG_WIDTH} {SVG_HEIGHT}" role="img" font-family="sans-serif" '
         'font-size="11">',
-        f"<title>{escape('Days spent in each step: median and worst case')}</title>",
+        f"<title>{escape(_('Days spent in each step: median and worst case'))}</title>",
         f'<rect x="0" y="0" width="{SVG_WIDTH}" height="{SVG_HEIGHT}" fill="#ffffff"/>',
     ]
     # y axis: gridlines and tick labels
@@ -131,7 +166,7 @@ def svg_step_durations(figures: LessonsFigures) -> str:
         _text(
             16,
             middle_y,
-            "Days",
+            _("Days"),
             text_anchor="middle",
             transform=f"rotate(-90 16 {_num(middle_y)})",
             class_="axis-label",
@@ -139,7 +174,11 @@ def svg_step_durations(figures: LessonsFigures) -> str:
     )
     parts.append(
         _text(
-            _LEFT + plot_w / 2, SVG_HEIGHT - 12, "Step", text_anchor="middle", class_="axis-label"
+            _LEFT + plot_w / 2,
+            SVG_HEIGHT - 12,
+            _("Step"),
+            text_anchor="middle",
+            class_="axis-label",
         )
     )
     # the bars: one per step and series
@@ -150,10 +189,13 @@ def svg_step_durations(figures: LessonsFigures) -> str:
         for k, (series, colour) in enumerate(SERIES):
             days = step.median_days if series == "median" else step.worst_days
             height = plot_h * (days or 0.0) / top
-            label = (
-                f"Step {step.step} ({step.title}), {series}: "
-                f"{_days(days)} days over {step.cases} case(s)"
-            )
+            label = _(f"Step %(step)s (%(title)s), {series}: %(days)s days over %(cases)s case(s)")
+            label %= {
+                "step": step.step,
+                "title": _(step.title),
+                "days": _days(days),
+                "cases": step.cases,
+            }
             parts.append(
                 f'<rect class="bar {series}" data-step="{step.step}" '
                 f'data-days="{escape(_num(days)) if days is not None else ""}" '
@@ -168,7 +210,7 @@ def svg_step_durations(figures: LessonsFigures) -> str:
     x = _LEFT
     for series, colour in SERIES:
         parts.append(f'<rect x="{x}" y="14" width="12" height="12" fill="{colour}"/>')
-        parts.append(_text(x + 16, 24, f"{series} days", class_="legend"))
+        parts.append(_text(x + 16, 24, _(f"{series} days"), class_="legend"))
         x += 110
     parts.append("</svg>")
     return "\n".join(parts)

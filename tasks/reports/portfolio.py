@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -15,6 +16,8 @@ from models.enums import (
     MilestoneStatus,
     PlanStatus,
 )
+from models.iso4217 import format_amount
+from models.ledger import LedgerEntry, Payment
 from models.tables import ActionPlan, DecisionRequest, PlanAction, RemediationCase
 from tasks.context import current_policy
 from tasks.monitoring.reporter_deadlines import (
@@ -28,6 +31,7 @@ from tasks.store.db import read_only
 PORTFOLIO_KEY = "remedy-portfolio"
 DONE = (MilestoneStatus.VERIFIED, MilestoneStatus.WAIVED)
 OPEN = (MilestoneStatus.PLANNED, MilestoneStatus.ACTIVE, MilestoneStatus.DONE)
+ZERO = Decimal(0)
 
 
 def portfolio(*, now: datetime, limit: int = 500) -> tuple[list[dict[str, Any]], int]:
@@ -77,6 +81,7 @@ def portfolio(*, now: datetime, limit: int = 500) -> tuple[list[dict[str, Any]],
         ).all():
             waiting.setdefault(case_id, []).append(str(kind))
         reporters = receipts_of(session, [r[0] for r in rows], current_policy())
+        money = _money_column(session, [r[0] for r in rows])
     table = []
     for case_id, ref, step, state, since, level, total, done, overdue in rows:
         table.append(
@@ -89,11 +94,39 @@ def portfolio(*, now: datetime, limit: int = 500) -> tuple[list[dict[str, Any]],
                 "milestones done": f"{done or 0}/{total or 0}",
                 "overdue": int(overdue or 0),
                 "waiting decision": ", ".join(sorted(waiting.get(case_id, []))) or "-",
+                "owed / paid / confirmed": money.get(case_id, "-"),
                 **_reporter_columns(reporters.get(case_id, []), now),
             }
         )
     table.sort(key=lambda r: (-r["overdue"], -r["days in step"], r["case"]))
     return table[:limit], len(table)
+
+
+def _money_column(session: Any, case_ids: list[Any]) -> dict[Any, str]:
+    """Each case's remedy ledger in one cell per currency: "45,000.00 / 15,000.00 / 12,000.00
+    USD" (owed and not waived, paid, confirmed by the person or their representative)."""
+    if not case_ids:
+        return {}
+    owed: dict[tuple[Any, str], list[Decimal]] = {}
+    for entry in session.exec(
+        select(LedgerEntry).where(
+            col(LedgerEntry.case_id).in_(case_ids), col(LedgerEntry.waived_at).is_(None)
+        )
+    ).all():
+        sums = owed.setdefault((entry.case_id, entry.currency), [ZERO, ZERO, ZERO])
+        sums[0] += entry.amount
+    for payment in session.exec(select(Payment).where(col(Payment.case_id).in_(case_ids))).all():
+        sums = owed.setdefault((payment.case_id, payment.currency), [ZERO, ZERO, ZERO])
+        sums[1] += payment.amount
+        if payment.confirmed_at is not None:
+            sums[2] += payment.amount
+    cells: dict[Any, list[str]] = {}
+    for (case_id, currency), (due, paid, confirmed) in sorted(owed.items(), key=lambda i: i[0][1]):
+        amounts = [format_amount(v, currency).removesuffix(f" {currency}") for v in (due, paid)]
+        cells.setdefault(case_id, []).append(
+            " / ".join([*amounts, format_amount(confirmed, currency)])
+        )
+    return {case_id: "; ".join(parts) for case_id, parts in cells.items()}
 
 
 def _reporter_columns(receipts: list[ReceiptTimes], now: datetime) -> dict[str, str]:

@@ -55,6 +55,7 @@ from tasks.steps.base import (
     transition,
 )
 from tasks.store.audit import append_audit
+from tasks.store.checkpoints import checkpoint_after_commit
 from tasks.store.consent import withdrawn_people
 from tasks.store.db import read_only
 from tasks.store.person_views import PersonView, latest_views
@@ -153,6 +154,7 @@ def handle_closure_confirmation(ctx: HandlerContext) -> Verdict:
         subject_id=str(case.id),
         details={"persons": {o.pseudonym: o.recorded() for o in person_outcomes(session, case)}},
     )
+    checkpoint_after_commit(session, ctx.now)  # the closed chain, signed outside the store
     notify(
         session,
         routing=current_routing(),

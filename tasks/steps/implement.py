@@ -48,11 +48,13 @@ from tasks.case_state import (
     move,
 )
 from tasks.context import current_routing
+from tasks.reports.case_view import republishes
 from tasks.store.audit import append_audit
 from tasks.store.cases import get_case
 from tasks.store.consent import withdrawn_people
 from tasks.store.db import unit_of_work
 from tasks.store.directory import members_of
+from tasks.store.ledger_view import unsettled_note
 from tasks.store.links import create_link
 
 
@@ -66,17 +68,21 @@ def milestone_notice(
     key: str,
     now: datetime,
     extra: dict[str, Any] | None = None,
+    progress_link: bool = True,
 ) -> None:
     """Tell a milestone's owner (and whoever the routing adds) about it, with a progress link."""
-    link = create_link(
-        session,
-        purpose=LinkPurpose.PROGRESS,
-        case_id=case.id,
-        stakeholder_id=owner.id,
-        action_id=action.id,
-        now=now,
-        expires_at=now + timedelta(days=get_settings().progress_link_days),
-    )
+    private: dict[uuid.UUID, dict[str, Any]] = {}
+    if progress_link:  # a settled milestone takes no more reports: its notice has no link
+        link = create_link(
+            session,
+            purpose=LinkPurpose.PROGRESS,
+            case_id=case.id,
+            stakeholder_id=owner.id,
+            action_id=action.id,
+            now=now,
+            expires_at=now + timedelta(days=get_settings().progress_link_days),
+        )
+        private = {owner.id: {"link_id": str(link.id)}}
     person = session.get(AffectedPerson, action.person_id) if action.person_id else None
     notify(
         session,
@@ -86,7 +92,7 @@ def milestone_notice(
         key=key,
         now=now,
         owner=owner,
-        private={owner.id: {"link_id": str(link.id)}},
+        private=private,
         mentions=[person.pseudonym] if person else [],
         context={
             "case_ref": case.reference,
@@ -146,10 +152,13 @@ def activate_plan(case_ref: str, *, now: datetime) -> int:
         return len(planned) - len(held)
 
 
+NOTICE_OF = {MilestoneStatus.VERIFIED: NotificationEvent.MILESTONE_VERIFIED}  # else assigned
+
+
 def _assign(
     session: Session, case: RemediationCase, action: PlanAction, *, key: str, now: datetime
 ) -> None:
-    """Tell an active milestone's owner it is theirs (once per key)."""
+    """Tell a milestone's owner it is theirs, or that it was verified (once per key)."""
     owner = session.get(Stakeholder, action.owner_id) if action.owner_id else None
     if owner is not None:
         milestone_notice(
@@ -157,9 +166,10 @@ def _assign(
             case,
             action,
             owner,
-            event=NotificationEvent.MILESTONE_ASSIGNED,
+            event=NOTICE_OF.get(action.status, NotificationEvent.MILESTONE_ASSIGNED),
             key=key,
             now=now,
+            progress_link=action.status not in CLOSED_MILESTONES,
         )
 
 
@@ -278,6 +288,7 @@ class MilestoneResult(BaseModel):
     plan_completed: bool
 
 
+@republishes
 def update_milestone(
     case_ref: str,
     key: str,
@@ -305,14 +316,7 @@ def update_milestone(
                 return _milestone_result(session, case, key, seen.status)
         if case.state != CaseState.IMPLEMENTING:
             raise MilestoneUpdateError(f"{case_ref} is {case.state.value}, not implementing a plan")
-        plan = current_plan(session, case.id, PlanStatus.APPROVED)
-        action = None
-        if plan is not None:
-            action = session.exec(
-                select(PlanAction).where(PlanAction.plan_id == plan.id, PlanAction.key == key)
-            ).first()
-        if action is None:
-            raise MilestoneUpdateError(f"{case_ref} has no milestone {key} in its approved plan")
+        action = _open_milestone(session, case, key, settled_too=True)
         person = session.exec(select(Stakeholder).where(Stakeholder.key == by)).first()
         if person is None:
             raise MilestoneUpdateError(f"unknown stakeholder {by}")
@@ -324,17 +328,14 @@ def update_milestone(
             raise MilestoneUpdateError(
                 "only the milestone's owner or the case lead reports progress"
             )
-        if status not in (
-            MilestoneStatus.ACTIVE,
-            MilestoneStatus.DONE,
-            MilestoneStatus.VERIFIED,
-            MilestoneStatus.WAIVED,
-        ):
+        if status in (MilestoneStatus.PLANNED, MilestoneStatus.HELD, MilestoneStatus.CANCELLED):
             raise MilestoneUpdateError(f"a milestone cannot be set to {status.value}")
         if status == MilestoneStatus.WAIVED and not note.strip():
             raise MilestoneUpdateError("waiving a milestone needs a reason (--note)")
         if status == MilestoneStatus.VERIFIED and not (evidence or action.evidence_refs):
             raise MilestoneUpdateError("verifying a milestone needs evidence (--evidence)")
+        if status == MilestoneStatus.VERIFIED and (owing := unsettled_note(session, action)):
+            raise MilestoneUpdateError(owing)  # a financial milestone: docs/domain.md, ledger
         if action.status in CLOSED_MILESTONES:
             raise MilestoneUpdateError(f"milestone {key} is {action.status.value} already")
         if action.status == MilestoneStatus.HELD and status != MilestoneStatus.WAIVED:
@@ -371,6 +372,8 @@ def update_milestone(
             details={"milestone": key, "status": status.value, "evidence": len(evidence)}
             | (operator.audit_details() if operator else {}),
         )
+        if status == MilestoneStatus.VERIFIED:  # its owner hears that their work was accepted
+            _assign(session, case, action, key=f"milestone-verified:{action.id}", now=now)
         summary = milestone_summary(session, case.id)
         if summary.total and summary.open == 0:
             move(session, case, CaseEvent.PLAN_COMPLETED, now=now, actor=f"stakeholder:{by}")
@@ -390,7 +393,9 @@ def _milestone_result(
     )
 
 
-def _open_milestone(session: Session, case: RemediationCase, key: str) -> PlanAction:
+def _open_milestone(
+    session: Session, case: RemediationCase, key: str, *, settled_too: bool = False
+) -> PlanAction:
     plan = current_plan(session, case.id, PlanStatus.APPROVED)
     action = None
     if plan is not None:
@@ -399,11 +404,12 @@ def _open_milestone(session: Session, case: RemediationCase, key: str) -> PlanAc
         ).first()
     if action is None:
         raise MilestoneUpdateError(f"{case.reference} has no milestone {key} in its approved plan")
-    if action.status in CLOSED_MILESTONES:
+    if action.status in CLOSED_MILESTONES and not settled_too:
         raise MilestoneUpdateError(f"milestone {key} is {action.status.value} already")
     return action
 
 
+@republishes
 def request_extension(
     case_ref: str,
     key: str,
@@ -441,6 +447,7 @@ def request_extension(
         )
 
 
+@republishes
 def decide_extension(
     case_ref: str,
     key: str,

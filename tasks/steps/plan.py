@@ -53,6 +53,14 @@ from tasks.store.audit import append_audit
 from tasks.store.cases import get_case
 from tasks.store.db import unit_of_work
 from tasks.store.directory import members_of
+from tasks.store.ledger_view import (
+    action_amount,
+    by_action,
+    ledger_markdown,
+    ledger_summary,
+    owed_kinds,
+    totals_text,
+)
 
 
 def _plan_facts(session: Session, case: RemediationCase) -> PlanFacts:
@@ -79,6 +87,7 @@ def _plan_facts(session: Session, case: RemediationCase) -> PlanFacts:
         involvement=case.involvement or Involvement.UNKNOWN,
         severity=case.severity or Severity.HIGH,
         annex_ii=frozenset(annex),
+        owed=owed_kinds(session, case.id),
     )
 
 
@@ -294,6 +303,9 @@ def handle_plan_budget(ctx: HandlerContext) -> Verdict:
     )
     payload = form.decided()
     payload["plan_version"] = draft.version
+    # the totals owed per currency that this approval funds, as exact decimal text
+    totals = ledger_summary(session, case.id).totals
+    payload["approved_owed"] = {c: str(t.owed) for c, t in totals.items() if t.owed > 0}
     return Verdict("approved", payload=payload)
 
 
@@ -314,11 +326,21 @@ def _plan_md(session: Session, case: RemediationCase) -> str:
         "|---|---|---|---|---|",
     ]
     for action, owner in rows:
+        amount = action_amount(by_action(session, action))
+        title = f"{action.title} ({amount})" if amount else action.title
         lines.append(
-            f"| {md_text(action.key)} | {md_text(action.title)} | {md_text(owner or '-')} "
+            f"| {md_text(action.key)} | {md_text(title)} | {md_text(owner or '-')} "
             f"| {action.due_on} | {md_text(action.verification_method)} |"
         )
     return "\n".join(lines)
+
+
+def _ledger_md(session: Session, case: RemediationCase) -> str:
+    """The amounts each person is owed and their total (docs/domain.md, The remedy ledger)."""
+    table = ledger_markdown(ledger_summary(session, case.id))
+    if not table:
+        return "No amounts are recorded as owed to the affected persons (`remedy ledger owe`)."
+    return "What each person is owed (the remedy ledger, by pseudonym):\n\n" + table
 
 
 def _describe_agreement(session: Session, case: RemediationCase, _r: DecisionRequest) -> str:
@@ -327,13 +349,20 @@ def _describe_agreement(session: Session, case: RemediationCase, _r: DecisionReq
         "consent (in their language, with the method used). You may remove actions they do not "
         "want (agree with changes), or refuse and say what must change.\n\n"
         + _plan_md(session, case)
+        + "\n\n"
+        + _ledger_md(session, case)
     )
 
 
 def _describe_budget(session: Session, case: RemediationCase, _r: DecisionRequest) -> str:
     return (
         "Approve the funding of this plan. Who pays follows the company's involvement: "
-        f"**{case.involvement.value if case.involvement else '?'}**.\n\n" + _plan_md(session, case)
+        f"**{case.involvement.value if case.involvement else '?'}**. Approving it approves "
+        "the amounts owed to the affected persons, per currency: "
+        f"**{totals_text(ledger_summary(session, case.id))}**.\n\n"
+        + _plan_md(session, case)
+        + "\n\n"
+        + _ledger_md(session, case)
     )
 
 

@@ -222,11 +222,12 @@ def reveal_identifying_data(reference: str, *, actor: str, reason: str, now: dat
         description = ""
         reporter = None
         if allegation is not None:
-            description = vault.decrypt(allegation.description_ciphertext)["description"]
+            sealed = allegation.description_ciphertext
+            description = vault.decrypt_for_case(session, case.id, sealed)["description"]
             if allegation.reporter_ciphertext:
-                reporter = vault.decrypt(allegation.reporter_ciphertext)
+                reporter = vault.decrypt_for_case(session, case.id, allegation.reporter_ciphertext)
         identities = {
-            p.pseudonym: vault.decrypt(p.identity_ciphertext)
+            p.pseudonym: vault.decrypt_for_case(session, case.id, p.identity_ciphertext)
             for p in persons
             if p.identity_ciphertext
         }

@@ -38,6 +38,20 @@ def _configure_sqlite(engine: Engine) -> None:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def _private_sqlite_file(path: str) -> None:
+    """Make the SQLite file owner-only before SQLite opens it: its -wal and -shm files take the
+    database file's mode. In REMEDY_HOME the home is kept private too (tasks/store/home.py)."""
+    from pathlib import Path
+
+    from tasks.store.home import create_private_file, private_parent, tighten_file
+
+    db = Path(path)
+    private_parent(db, get_settings().home)
+    create_private_file(db)
+    for suffix in ("-wal", "-shm", "-journal"):
+        tighten_file(db.with_name(db.name + suffix))
+
+
 @lru_cache(maxsize=8)
 def engine_for(url: str, schema: str | None = None) -> Engine:
     """Return the (cached) engine for a case-store URL."""
@@ -47,9 +61,7 @@ def engine_for(url: str, schema: str | None = None) -> Engine:
     if url.startswith("sqlite"):
         path = sa.engine.make_url(url).database
         if path and path != ":memory:":
-            from pathlib import Path
-
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            _private_sqlite_file(path)
         kwargs["connect_args"] = {"timeout": 30}
         engine = sa.create_engine(url, **kwargs)
         _configure_sqlite(engine)

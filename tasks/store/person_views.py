@@ -130,7 +130,7 @@ def record_person_view(
                 given_by=given_by,
                 recorded_by_id=recorder.id,
                 recorded_at=now,
-                text_ciphertext=get_vault().encrypt({"text": kept}),
+                text_ciphertext=get_vault().encrypt_for_case(session, case.id, {"text": kept}),
             )
         )
         append_audit(
@@ -178,6 +178,8 @@ def latest_views(
             given_by=cast(GivenBy, row.given_by),  # written by record_person_view only
             recorded_by=key,
             recorded_at=row.recorded_at,
-            text=str(vault.decrypt(row.text_ciphertext)["text"]) if vault else None,
+            text=str(vault.decrypt_for_case(session, case_id, row.text_ciphertext)["text"])
+            if vault
+            else None,
         )
     return latest

@@ -23,6 +23,7 @@ from models.enums import (
     DecisionKind,
     DecisionRequestStatus,
     LinkPurpose,
+    Locale,
     MilestoneStatus,
     PlanStatus,
 )
@@ -84,6 +85,7 @@ class LinkView(BaseModel):
     tries: int = 0
     due_at: datetime | None = None
     milestone: MilestoneView | None = None
+    locale: Locale = Locale.EN  # the recipient's: the page speaks it (flows/web/app.py)
 
     def refused(self, refusal: Refusal, reason: str, *, now: datetime) -> LinkRefusedError:
         """Audit that this link was refused for a reason; return the error that says so."""
@@ -241,6 +243,7 @@ def resolve_link(token: str, *, now: datetime) -> LinkView:
         stakeholder_key=loaded.person.key,
         expires_at=link.expires_at,
         title="",
+        locale=loaded.person.locale,
     )
     if loaded.request is not None:
         request = loaded.request

@@ -225,6 +225,8 @@ def plan(case: SampleCase) -> None:
 def implement(case: SampleCase) -> None:
     case.enter(Step.IMPLEMENT)
     activate_plan(case.ref, now=case.clock.tick())
+    from demo.scripted import REPRESENTATIVE, settle
+
     for key, owner in milestones(case.ref):
         update_milestone(
             case.ref,
@@ -234,6 +236,7 @@ def implement(case: SampleCase) -> None:
             evidence=[f"doc:{key}"],
             now=case.clock.tick(),
         )
+        settle(case.ref, key, payer=LEAD, representative=REPRESENTATIVE, now=case.clock.tick())
         update_milestone(
             case.ref, key, status=MilestoneStatus.VERIFIED, by=LEAD, now=case.clock.tick()
         )

@@ -76,8 +76,8 @@ def test_a_link_s_csrf_token_is_its_own_and_only_this_server_can_make_it(
     assert re.fullmatch(r"[0-9a-f]{64}", token)
     assert csrf_token(link.id) == token  # the same form, shown twice, carries the same token
     assert csrf_token(uuid.uuid4()) != token
-    # another server (another key) makes another token for the same link
-    monkeypatch.setenv("REMEDY_ENCRYPTION_KEY", Fernet.generate_key().decode())
+    # another server (another derivation secret) makes another token for the same link
+    monkeypatch.setenv("REMEDY_DERIVE_KEY", Fernet.generate_key().decode())
     _clear_caches()
     assert csrf_token(link.id) != token
 

@@ -1,0 +1,1 @@
+"""Anonymised exports of what the cases taught, to share outside the case store."""
