@@ -59,6 +59,7 @@ BASE_CONTEXT: dict[str, Any] = {
     "follow_up_link": None,
     "visibility": "minimal",
     "step": 1,
+    "amount": None,  # what a financial milestone repays: "450.00 USD to 3 persons"
 }
 BATCH = 25
 MAX_BACKOFF = timedelta(hours=1)

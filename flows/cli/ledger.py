@@ -7,13 +7,17 @@ import uuid
 from collections.abc import Callable
 from datetime import date
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from cyclopts import App, Parameter
 
 from flows.cli.common import BY, EXIT_OK, fail, operator, out
 from models.enums import OwedKind
+from models.iso4217 import format_amount
 from models.ledger import PaymentMethod
+
+if TYPE_CHECKING:
+    from tasks.store.ledger_view import LedgerSummary
 
 ledger_app = App(name="ledger", help="The remedy ledger: amounts owed, paid and confirmed.")
 
@@ -35,10 +39,7 @@ def _act(reference: str, call: Callable[[], str]) -> int:
 
 
 def _money(amount: Decimal, currency: str) -> str:
-    from models.iso4217 import MINOR_UNITS
-
-    places = MINOR_UNITS.get(currency, 2)
-    return f"{amount:,.{places}f}"
+    return format_amount(amount, currency).removesuffix(f" {currency}")
 
 
 @ledger_app.command(name="owe")
@@ -191,17 +192,23 @@ def ledger_waive(
 @ledger_app.command(name="show")
 def ledger_show(reference: str) -> int:
     """Show a case's ledger: each person's amounts owed, paid and confirmed; totals per currency."""
-    from rich.table import Table
-
     from tasks.store.cases import get_case
     from tasks.store.db import read_only
     from tasks.store.ledger_view import ledger_summary
 
     with read_only() as session:
         summary = ledger_summary(session, get_case(session, reference).id)
+    print_ledger(reference, summary)
+    return EXIT_OK
+
+
+def print_ledger(reference: str, summary: LedgerSummary) -> None:
+    """Print a ledger: each person's lines, the totals per currency, the payments."""
+    from rich.table import Table
+
     if not summary.lines:
         out.print(f"{reference}: nothing is recorded as owed.")
-        return EXIT_OK
+        return
     table = Table(title=f"{reference}: remedy ledger")
     for name in ("person", "kind", "currency", "owed", "paid", "confirmed", "status"):
         table.add_column(name, justify="right" if name in ("owed", "paid", "confirmed") else "left")
@@ -241,4 +248,3 @@ def ledger_show(reference: str) -> int:
                 f"yes ({p.confirmed_given_by})" if p.confirmed else "no",
             )
         out.print(payments)
-    return EXIT_OK

@@ -104,10 +104,16 @@ def show_plan(
 
 
 def _ledger_section(reference: str) -> None:
-    """The remedy ledger's part of the plan view: what is owed, paid and confirmed per person.
+    """The remedy ledger's part of the plan view: what is owed, paid and confirmed per person
+    (amounts by pseudonym; the payments' references stay sealed)."""
+    from flows.cli.ledger import print_ledger
+    from tasks.store.cases import get_case
+    from tasks.store.db import read_only
+    from tasks.store.ledger_view import ledger_summary
 
-    Left for the ledger (tasks/store/ledger.py `ledger_summary`), which the lead joins here.
-    """
+    with read_only() as session:
+        summary = ledger_summary(session, get_case(session, reference).id)
+    print_ledger(reference, summary)
 
 
 @show_app.command(name="decisions")

@@ -47,6 +47,7 @@ from tasks.steps.table import spec_of
 from tasks.store.audit import append_audit
 from tasks.store.cases import get_case
 from tasks.store.db import read_only, unit_of_work
+from tasks.store.ledger_view import ledger_markdown, ledger_summary
 from tasks.store.vault import get_vault
 
 log = logging.getLogger("remedy.case_view")
@@ -145,6 +146,9 @@ def case_view(case_ref: str, *, now: datetime, link: Callable[[uuid.UUID], str |
                 )
         else:
             lines.append("No plan yet.")
+        lines += ["", "## Remedy ledger", ""]
+        ledger = ledger_summary(session, case.id)
+        lines.append(ledger_markdown(ledger) or "Nothing is recorded as owed (`remedy ledger`).")
         lines += ["", "## Reporters", ""]
         lines += _reporter_lines(
             receipt_times(

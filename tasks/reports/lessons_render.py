@@ -17,6 +17,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from markupsafe import Markup, escape
 
 from models.enums import Locale
+from models.iso4217 import format_amount
 from notifications.render import TEMPLATES, catalog
 from tasks.reports.lessons import LessonsFigures
 
@@ -78,6 +79,7 @@ def report_environment() -> Environment:
         keep_trailing_newline=True,
     )
     env.filters["days"] = _days
+    env.filters["money"] = format_amount
     env.filters["pct"] = _pct
     env.filters["md"] = _md
     env.filters["strong"] = _strong

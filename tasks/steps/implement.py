@@ -54,7 +54,7 @@ from tasks.store.cases import get_case
 from tasks.store.consent import withdrawn_people
 from tasks.store.db import unit_of_work
 from tasks.store.directory import members_of
-from tasks.store.ledger_view import unsettled_note
+from tasks.store.ledger_view import action_owed, by_action, unsettled_note
 from tasks.store.links import create_link
 
 
@@ -101,6 +101,7 @@ def milestone_notice(
             "title": action.title,
             "due_on": action.due_on.isoformat(),
             "verification_method": action.verification_method,
+            "amount": action_owed(by_action(session, action)),  # (amounts, persons) or None
             **(extra or {}),
         },
     )

@@ -246,21 +246,29 @@ def totals_text(summary: LedgerSummary) -> str:
     return "; ".join(parts) or "nothing"
 
 
-def action_amount(lines: list[LedgerLine]) -> str | None:
-    """What a financial action repays, in a few words: "45,000.00 USD to 30 persons"."""
+def action_owed(lines: list[LedgerLine]) -> tuple[str, int] | None:
+    """What a financial action repays (not waived), per currency, and to how many persons:
+    ("450.00 USD; 630,000.00 CDF", 3); None when it repays nothing. Numbers and codes only, so
+    that a message can put them in any language."""
     owed: dict[str, Decimal] = defaultdict(lambda: ZERO)
-    persons: dict[str, set[str]] = defaultdict(set)
+    persons: set[str] = set()
     for line in lines:
         if not line.waived:
             owed[line.currency] += line.owed
-            persons[line.currency].add(line.pseudonym)
+            persons.add(line.pseudonym)
     if not owed:
         return None
-    return "; ".join(
-        f"{format_amount(total, currency)} to {len(persons[currency])} "
-        f"person{'s' if len(persons[currency]) != 1 else ''}"
-        for currency, total in sorted(owed.items())
-    )
+    amounts = "; ".join(format_amount(owed[c], c) for c in sorted(owed))
+    return amounts, len(persons)
+
+
+def action_amount(lines: list[LedgerLine]) -> str | None:
+    """What a financial action repays, in English: "450.00 USD to 3 persons"."""
+    owed = action_owed(lines)
+    if owed is None:
+        return None
+    amounts, n = owed
+    return f"{amounts} to {n} person{'s' if n != 1 else ''}"
 
 
 def ledger_markdown(summary: LedgerSummary) -> str:
@@ -278,4 +286,8 @@ def ledger_markdown(summary: LedgerSummary) -> str:
             f"| {format_amount(line.paid, line.currency)} "
             f"| {format_amount(line.confirmed, line.currency)} | {line.status} |"
         )
-    return "\n".join([*rows, "", f"**Total owed:** {totals_text(summary)}"])
+    paid = "; ".join(
+        f"{format_amount(t.paid, c)} paid, {format_amount(t.confirmed, c)} confirmed"
+        for c, t in summary.totals.items()
+    )
+    return "\n".join([*rows, "", f"**Total owed:** {totals_text(summary)}  ", f"{paid}."])

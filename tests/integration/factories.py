@@ -180,15 +180,23 @@ class SampleCase:
 
 
 def start_sample_case(
-    clock: Clock, *, variant: str = "", directory: bool = True, site: str | None = None
+    clock: Clock,
+    *,
+    variant: str = "",
+    directory: bool = True,
+    site: str | None = None,
+    owed: bool = True,
 ) -> SampleCase:
     """Load the directory, open the sample case (a variant is another report), start step 1.
 
-    A site replaces the report's `location.site` (checked as intake checks it).
+    A site replaces the report's `location.site` (checked as intake checks it); `owed=False`
+    leaves out the amounts the report says the workers are owed (an empty remedy ledger).
     """
     if directory:
         load_sample_directory(clock.now)
     report = read_report(SAMPLE_REPORT, now=clock.now)
+    if not owed:
+        report = report.model_copy(update={"owed": []})
     if variant:
         report = report.model_copy(update={"description": f"{report.description} {variant}"})
     if site is not None:

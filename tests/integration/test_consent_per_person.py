@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from demo.catchers import MailCatcher
+from demo.scripted import REPRESENTATIVE, settle
 from flows.local.stack import free_port
 from models.enums import (
     CaseState,
@@ -36,6 +37,9 @@ from tasks.markdown import md_text
 from tasks.monitoring.sweep import check_case, find_due
 from tasks.reports.case_view import case_view
 from tasks.steps.implement import MilestoneUpdateError, activate_plan, update_milestone
+from tasks.store.db import read_only
+from tasks.store.ledger import waive
+from tasks.store.ledger_view import ledger_summary
 from tests.conftest import ROOT, Store
 from tests.integration.factories import (
     ADVOCATE,
@@ -285,6 +289,22 @@ def test_the_closure_records_each_persons_outcome_withdrawal_included(store: Sto
     case = two_person_case(Clock())
     withdraw(case, "P-01")
     names = persons(case)
+    # what P-01 is owed is waived with the reason; P-02's payments are made and confirmed
+    with read_only() as session:
+        owed = ledger_summary(session, case.case().id).lines
+    for line in owed:
+        if line.pseudonym == "P-01":
+            waive(
+                case.ref,
+                "P-01",
+                line.kind,
+                line.currency,
+                reason="P-01 withdrew consent for case handling.",
+                by=LEAD,
+                now=case.clock.tick(),
+            )
+    for key in actions(case):
+        settle(case.ref, key, payer=LEAD, representative=REPRESENTATIVE, now=case.clock.tick())
     for key, action in sorted(actions(case).items()):
         if names.get(action.person_id) == "P-01":
             update_milestone(

@@ -457,7 +457,7 @@ def test_remedy_ledger_owe_and_show_on_the_command_line(
     store: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     map_me(tmp_path)  # this account is lena.lead, the case lead
-    case = start_sample_case(Clock(), directory=False)
+    case = start_sample_case(Clock(), directory=False, owed=False)
     argv = ["ledger", "owe", case.ref, "--kind", "recruitment_fee", "--currency", "USD"]
     assert run_cli(*argv, "--amount", "1500", "--person", "P-01", "--person", "P-03") == 0
     assert run_cli(*argv, "--amount", "1500.001") == 1

@@ -22,13 +22,14 @@ from sqlmodel import select
 
 from demo.scripted import REPRESENTATIVE, settle
 from flows.web.app import create_app
-from models.enums import CaseState, DecisionKind, MilestoneStatus, OwedKind, Step
+from models.enums import CaseState, DecisionKind, Locale, MilestoneStatus, OwedKind, Step
 from models.ledger import Payment
 from models.tables import ActionPlan, ApprovalLink, Decision, PlanAction, Stakeholder
 from tasks.case_state import begin_case, open_step
 from tasks.context import utcnow
 from tasks.intake import open_case
 from tasks.reports.lessons import lessons_figures
+from tasks.reports.lessons_render import render_lessons
 from tasks.reports.portfolio import portfolio
 from tasks.steps.implement import MilestoneUpdateError, activate_plan, update_milestone
 from tasks.steps.plan import draft_plan
@@ -188,3 +189,7 @@ def test_a_debt_bondage_case_from_the_amounts_at_intake_to_the_lessons_report(
     assert all(
         a.status == MilestoneStatus.VERIFIED for a in rows(PlanAction, PlanAction.key == fee_key)
     )
+    # and the report says it, in the reader's language
+    report = render_lessons(figures, "md", locale=Locale.ES)
+    assert "Lo que se reembolsó" in report and "comisiones de contratación" in report
+    assert "45,000.00 USD" in report and "350,000.50 CDF" in report

@@ -21,6 +21,7 @@ import yaml
 from cyclopts import App
 from sqlmodel import select
 
+from demo.scripted import REPRESENTATIVE, settle
 from flows.cli.report import register
 from models.enums import (
     CaseEvent,
@@ -298,6 +299,7 @@ def remedied_case(
             evidence=[f"doc:{key}"],
             now=clock.now,
         )
+        settle(case.ref, key, payer=LEAD, representative=REPRESENTATIVE, now=clock.now)
         if stop_implementing:
             update_milestone(case.ref, key, status=MilestoneStatus.VERIFIED, by=LEAD, now=clock.now)
             s.verified.append((due[key], clock.now))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+from demo.scripted import REPRESENTATIVE, settle
 from models.enums import CaseState, ConsentPurpose, DecisionKind, MilestoneStatus, Step
 from tasks.controls import close_early, withdraw_consent
 from tasks.steps.implement import activate_plan, update_milestone
@@ -69,6 +70,7 @@ def test_closure_signers_see_the_verdict_with_its_reasons_each_persons_view_and_
     keys = [k for k, _ in milestones(case.ref)]
     done, undone = keys[:-1], keys[-1]
     for key in done:
+        settle(case.ref, key, payer=LEAD, representative=REPRESENTATIVE, now=case.clock.tick())
         update_milestone(
             case.ref,
             key,
