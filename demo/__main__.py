@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 HOME = ROOT / "var" / "demo"
 LEAD, LEAD_MAIL = "lena.lead", "lena.lead@acme.example"  # the case lead in examples/
+ADVOCATE, ADVOCATE_MAIL = "grace.advocate", "grace.advocate@safepassage.example"
 
 
 def _remedy(*argv: str) -> None:
@@ -110,7 +111,10 @@ def _run_case(ui: str, mail: object, chat: object, started: float) -> int:
     people = ScriptedStakeholders(
         on_step=lambda s: print(f"  {s.what:<44} by {s.who:<15} {_link(ui, s.where)}", flush=True)
     )
+    people.drive(reference, until=CaseState.DESIGNING_PLAN, timeout=900)
+    _show_the_agreement_page(mail, reference)
     people.drive(reference, until=CaseState.IMPLEMENTING, timeout=900)
+    _remedy("ledger", "show", reference)
     _accelerated_monitoring(reference, mail)
     people.drive(reference, until=CaseState.LESSONS_CAPTURED, timeout=900)
     _wait_for_runs(reference)
@@ -130,6 +134,37 @@ def _run_case(ui: str, mail: object, chat: object, started: float) -> int:
     print(f"To browse it again later:   REMEDY_HOME={HOME} .venv/bin/remedy up")
     print(f"The UI asks for the API credential: the line in {HOME / 'prefect-api.auth'}")
     return 0
+
+
+def _show_the_agreement_page(mail: object, reference: str) -> None:
+    """Open the victims' representative's agreement page (from her e-mail) and print the amounts
+    it shows each worker: the remedy ledger, by pseudonym, with the total."""
+    import httpx
+
+    from models.enums import DecisionKind
+    from tasks.decisions.requests import waiting_requests
+
+    deadline = time.monotonic() + 300
+    while not any(r.kind == DecisionKind.PLAN_AGREEMENT for r in waiting_requests(reference)):
+        if time.monotonic() > deadline:
+            raise TimeoutError("the plan agreement was not asked for")
+        time.sleep(0.5)
+    _remedy("notifications", "deliver", "--case", reference)
+    link = _mail_link(mail, ADVOCATE_MAIL, "Approuver le plan d'action")  # she reads French
+    page = httpx.get(link, timeout=30).text
+    print(f"\nThe agreement page {ADVOCATE} opens from her e-mail shows what each worker is owed:")
+    for row in re.findall(r"<tr>(.*?)</tr>|<p>(.*?Total owed.*?)</p>", page, flags=re.S):
+        cells = [_plain(c) for c in re.split("</t[dh]>", row[0])]
+        shown = " | ".join(c for c in cells if c) or _plain(row[1])
+        if shown.startswith(("P-", "person")) or "Total owed" in shown:
+            print(f"  {' '.join(shown.split())}")
+
+
+def _plain(markup: str) -> str:
+    """The text of a bit of HTML."""
+    import html
+
+    return html.unescape(re.sub(r"<[^>]+>", "", markup)).strip()
 
 
 def _report_on_the_page() -> PageReceipt:

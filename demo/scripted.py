@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlmodel import select
 
-from models.enums import CaseState, DecisionKind, MilestoneStatus
+from models.enums import CaseState, DecisionKind, MilestoneStatus, OwedKind
 from models.iso4217 import format_amount
 from models.tables import DecisionRequest
 from tasks.context import utcnow
@@ -247,7 +247,12 @@ def settle(
                 currency=line.currency,
                 amount=line.remaining,
                 paid_on=when.date(),
-                method=PaymentMethod.MOBILE_MONEY,
+                # a debt is written off, not paid: its record says so
+                method=(
+                    PaymentMethod.OTHER
+                    if line.kind == OwedKind.DEBT_CANCELLED
+                    else PaymentMethod.MOBILE_MONEY
+                ),
                 reference=f"demo-transfer-{key}-{line.pseudonym}",
                 evidence=[f"receipt:{key}:{line.pseudonym}"],
                 by=payer,

@@ -107,11 +107,13 @@ def audit_verify(
         Parameter(help="The checkpoints file; default: REMEDY_HOME/audit-checkpoints.jsonl."),
     ] = None,
 ) -> int:
-    """Check a case's audit chain ('system' for the directory's, 'web' for the approval page's),
-    or every chain: each event's tag and link, each head, and the signed checkpoints. One line per
-    problem: a forged event, a truncated, deleted or swapped chain, a bad checkpoint signature."""
+    """Check a case's audit chain ('system' for the directory's, 'web' for the approval page's,
+    'export' for the exports'), or every chain: each event's tag and link, each head, and the
+    signed checkpoints. One line per problem: a forged event, a truncated, deleted or swapped
+    chain, a bad checkpoint signature."""
     from pathlib import Path
 
+    from tasks.export.htcds import EXPORT_CHAIN
     from tasks.store.audit import SYSTEM_CHAIN, WEB_CHAIN, when
     from tasks.store.cases import get_case
     from tasks.store.checkpoints import verify_audit
@@ -123,7 +125,11 @@ def audit_verify(
         public_keys=public_key or (),
     )
     unknown = [r for r in verdict.reports if r.ok and r.events == 0]
-    if reference is not None and reference not in (SYSTEM_CHAIN, WEB_CHAIN) and unknown:
+    if (
+        reference is not None
+        and reference not in (SYSTEM_CHAIN, WEB_CHAIN, EXPORT_CHAIN)
+        and unknown
+    ):
         with read_only() as session:  # no chain and no checkpoint knows it: is it a case at all?
             get_case(session, reference)
     for problem in verdict.checkpoint_problems:

@@ -189,10 +189,10 @@ def publish_case_view(case_ref: str, *, now: datetime, quick: bool = False) -> u
 
     markdown = case_view(case_ref, now=now, link=run_link_url)
     description = f"Case {case_ref}: step, waiting decisions, milestones and reporters"
-    return _markdown_artifact(case_artifact_key(case_ref), markdown, description, quick=quick)
+    return markdown_artifact(case_artifact_key(case_ref), markdown, description, quick=quick)
 
 
-def _markdown_artifact(
+def markdown_artifact(
     key: str, markdown: str, description: str, *, quick: bool = False
 ) -> uuid.UUID:
     """Create a markdown artifact: the run's own inside a run, else straight through the API.

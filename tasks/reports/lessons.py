@@ -461,10 +461,10 @@ def _cross(
 
 def publish_lessons_artifact(markdown: str) -> None:
     """Publish the Markdown report as the `remedy-lessons` artifact on the Prefect server."""
-    from prefect.artifacts import create_markdown_artifact
+    from tasks.reports.case_view import markdown_artifact
 
-    create_markdown_artifact(
-        key=ARTIFACT_KEY,
-        markdown=markdown,
-        description="Lessons learned across closed cases (figures only, no personal data)",
+    markdown_artifact(
+        ARTIFACT_KEY,
+        markdown,
+        "Lessons learned across closed cases (figures only, no personal data)",
     )

@@ -85,5 +85,3 @@ def repaid(session: Session, scope: Any) -> dict[str, Any]:
 
 def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
