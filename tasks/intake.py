@@ -142,8 +142,12 @@ def _open_case(report: ReportIn, *, content_hash: str, now: datetime, actor: str
             mineral=report.mineral,
             persons_reported=report.persons_affected,
             reported_indicators=[i.value for i in report.indicators],
-            description_ciphertext=vault.encrypt({"description": report.description}),
-            reporter_ciphertext=vault.encrypt(reporter) if reporter else None,
+            description_ciphertext=vault.encrypt_for_case(
+                session, case.id, {"description": report.description}
+            ),
+            reporter_ciphertext=(
+                vault.encrypt_for_case(session, case.id, reporter) if reporter else None
+            ),
             content_hash=content_hash,
         )
         session.add(allegation)
@@ -176,7 +180,9 @@ def _open_case(report: ReportIn, *, content_hash: str, now: datetime, actor: str
                 sex=person.sex,
                 nationality=person.nationality,
                 languages=list(person.languages),
-                identity_ciphertext=vault.encrypt(identity) if identity else None,
+                identity_ciphertext=(
+                    vault.encrypt_for_case(session, case.id, identity) if identity else None
+                ),
                 created_at=now,
             )
             session.add(row)
@@ -194,7 +200,9 @@ def _open_case(report: ReportIn, *, content_hash: str, now: datetime, actor: str
             key=f"case-opened:{case.id}",
             now=now,
             mentions=pseudonyms,
-            sealed_narrative=vault.encrypt({"description": report.description, "persons": persons}),
+            sealed_narrative=vault.encrypt_for_case(
+                session, case.id, {"description": report.description, "persons": persons}
+            ),
             context={
                 "case_ref": reference,
                 "step": 1,

@@ -263,7 +263,9 @@ def record_payment(
             paid_on=paid_on,
             method=how,
             reference_ciphertext=(
-                get_vault().encrypt({"reference": kept_reference}) if kept_reference else None
+                get_vault().encrypt_for_case(session, case.id, {"reference": kept_reference})
+                if kept_reference
+                else None
             ),
             evidence_refs=refs,
             recorded_by_id=who.id,
