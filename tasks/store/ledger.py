@@ -50,6 +50,7 @@ from tasks.store.ledger_checks import (
     who_of,
 )
 from tasks.store.ledger_view import LedgerError
+from tasks.store.sealed import seal_text
 from tasks.store.vault import get_vault
 
 if TYPE_CHECKING:
@@ -146,8 +147,9 @@ def owe(
         actor=actor,
         action="ledger.owed",
         at=now,
-        subject_type="case",
-        subject_id=str(case.id),
+        # one event per recording: its group, or its one entry
+        subject_type="ledger_group" if group_id else "ledger_entry",
+        subject_id=str(group_id or ids[0]),
         details={
             "kind": owed_kind.value,
             "currency": code,
@@ -388,7 +390,8 @@ def waive(
         entry = entry_of(session, case, person, owed_kind, code)
         if entry.waived_at is not None:
             raise LedgerError(f"{pseudonym} ({owed_kind.value}, {code}) is waived already")
-        entry.waived_reason, entry.waived_by_id, entry.waived_at = kept, lead.id, now
+        entry.waived_reason = seal_text(session, case.id, kept)
+        entry.waived_by_id, entry.waived_at = lead.id, now
         session.add(entry)
         paid, confirmed = paid_of(session, entry.id)
         append_audit(
