@@ -20,6 +20,7 @@ from tasks.monitoring.sweep import CaseCheck, DueItem
 from tasks.orchestration.retrying import remedy_task
 from tasks.orchestration.step_tasks import deliver_all_task, deliver_case_task
 from tasks.orchestration.sweep_tasks import (
+    apply_retention_task,
     check_case_task,
     close_completed_task,
     find_due_task,
@@ -73,6 +74,7 @@ def _sweep(at: datetime) -> dict[str, int]:
         "repairs": len(repairs),
         "leftover_delivered": leftover.delivered,
         "audit_checkpoints": int(checkpointed),
+        **apply_retention_task(at),
     }
     get_run_logger().info("sweep at %s: %s", at.isoformat(), summary)
     return summary

@@ -102,7 +102,7 @@ class LedgerEntry(SQLModel, table=True):
     source: str = Field(max_length=20)
     recorded_by_id: uuid.UUID | None = _fk("stakeholder.id", nullable=True)
     recorded_at: datetime = _when()
-    waived_reason: str | None = Field(default=None, max_length=2000)
+    waived_reason: str | None = Field(default=None, sa_type=sa.Text)  # sealed (case key)
     waived_by_id: uuid.UUID | None = _fk("stakeholder.id", nullable=True, index=False)
     waived_at: datetime | None = _when(nullable=True)
 

@@ -236,6 +236,34 @@ class ReporterRules(_Rules):
         return self
 
 
+class RetentionRules(_Rules):
+    """How long each category of a closed case's personal data is kept, in days from its closure
+    (docs/security.md, Retention and erasure). Past the longest, the case's data key is destroyed
+    (crypto-shredding); a shorter category is overwritten in the store when its own period ends.
+    """
+
+    identity_days: int = Field(default=1825, ge=1, le=36500)
+    contact_days: int = Field(default=365, ge=1, le=36500)
+    narrative_days: int = Field(default=1825, ge=1, le=36500)
+    messages_days: int = Field(default=730, ge=1, le=36500)
+    free_text_days: int = Field(default=1095, ge=1, le=36500)
+
+    def periods(self) -> dict[str, int]:
+        """Each category's period in days, by category name (identity, contact, ...)."""
+        return {
+            "identity": self.identity_days,
+            "contact": self.contact_days,
+            "narrative": self.narrative_days,
+            "messages": self.messages_days,
+            "free_text": self.free_text_days,
+        }
+
+    @property
+    def longest_days(self) -> int:
+        """The longest period: when it ends the case's data key is destroyed."""
+        return max(self.periods().values())
+
+
 class Policy(_Rules):
     """The whole policy file."""
 
@@ -246,6 +274,7 @@ class Policy(_Rules):
     approvals: ApprovalRules
     consent: ConsentRules = ConsentRules()
     reporters: ReporterRules = ReporterRules()
+    retention: RetentionRules = RetentionRules()
 
     @field_validator("response_level")
     @classmethod

@@ -169,7 +169,7 @@ class Allegation(SQLModel, table=True):
     # Keyed hash (HMAC) of the report's content: finds duplicates without exposing the text.
     content_hash: str = Field(max_length=64, unique=True)
     screening_outcome: ScreeningOutcome = _enum(ScreeningOutcome, default=ScreeningOutcome.PENDING)
-    screening_reason: str | None = Field(default=None, max_length=2000)
+    screening_reason: str | None = Field(default=None, sa_type=sa.Text)  # sealed (case key)
     duplicate_of_case_id: uuid.UUID | None = _fk("remediation_case.id", nullable=True)
 
     def __repr__(self) -> str:
@@ -257,7 +257,7 @@ class SafetyAssessment(SQLModel, table=True):
     assessed_at: datetime = _when()
     risk_level: RiskLevel = _enum(RiskLevel)
     risks: list[str] = _json()
-    mitigation: str | None = Field(default=None, max_length=2000)
+    mitigation: str | None = Field(default=None, sa_type=sa.Text)  # sealed (case key)
     contact_cleared: bool = False
     valid_until: datetime | None = _when(nullable=True)
 
@@ -355,7 +355,7 @@ class Decision(SQLModel, table=True):
     payload: dict[str, Any] = _json(default_factory=dict)
     approver_id: uuid.UUID = _fk("stakeholder.id")
     decided_at: datetime = _when()
-    reason: str | None = Field(default=None, max_length=4000)
+    reason: str | None = Field(default=None, sa_type=sa.Text)  # sealed (case key)
 
 
 class ActionPlan(SQLModel, table=True):
@@ -368,7 +368,7 @@ class ActionPlan(SQLModel, table=True):
     version: int = 1
     status: PlanStatus = _enum(PlanStatus, default=PlanStatus.DRAFT)
     objectives: str | None = Field(default=None, max_length=4000)
-    victim_priorities: str | None = Field(default=None, max_length=4000)
+    victim_priorities: str | None = Field(default=None, sa_type=sa.Text)  # sealed (case key)
     created_at: datetime = _when()
     approved_at: datetime | None = _when(nullable=True)
 
@@ -396,11 +396,11 @@ class PlanAction(SQLModel, table=True):
     consequence_if_missed: str | None = Field(default=None, max_length=500)
     status: MilestoneStatus = _enum(MilestoneStatus, default=MilestoneStatus.PLANNED)
     status_changed_at: datetime = _when()
-    waived_reason: str | None = Field(default=None, max_length=2000)
+    waived_reason: str | None = Field(default=None, sa_type=sa.Text)  # sealed (case key)
     evidence_refs: list[str] = _json()
     # a due-date extension the owner asked for, waiting for the case lead
     extension_due_on: date | None = None
-    extension_reason: str | None = Field(default=None, max_length=2000)
+    extension_reason: str | None = Field(default=None, sa_type=sa.Text)  # sealed (case key)
     extension_requested_by_id: uuid.UUID | None = _fk("stakeholder.id", nullable=True, index=False)
 
 
@@ -414,7 +414,7 @@ class ProgressUpdate(SQLModel, table=True):
     reported_by_id: uuid.UUID | None = _fk("stakeholder.id", nullable=True)
     reported_at: datetime = _when()
     status: MilestoneStatus = _enum(MilestoneStatus)
-    note: str | None = Field(default=None, max_length=4000)
+    note: str | None = Field(default=None, sa_type=sa.Text)  # sealed (case key)
     evidence_refs: list[str] = _json()
     idempotency_key: str | None = Field(default=None, max_length=120, unique=True)
 
@@ -427,8 +427,8 @@ class ClosureRecord(SQLModel, table=True):
     case_id: uuid.UUID = Field(foreign_key="remediation_case.id", unique=True)
     closure_type: ClosureType = _enum(ClosureType)
     victim_view_recorded: bool = False
-    victim_view: str | None = Field(default=None, max_length=4000)
-    unmet_needs: str | None = Field(default=None, max_length=4000)
+    victim_view: str | None = Field(default=None, sa_type=sa.Text)  # sealed (case key)
+    unmet_needs: str | None = Field(default=None, sa_type=sa.Text)  # sealed (case key)
     approver_ids: list[str] = _json()
     closed_at: datetime = _when()
     follow_up_on: date | None = None
@@ -442,7 +442,7 @@ class Lesson(SQLModel, table=True):
     case_id: uuid.UUID = Field(foreign_key="remediation_case.id", unique=True)
     root_causes: list[str] = _json()
     changes: list[dict[str, Any]] = _json()
-    summary: str | None = Field(default=None, max_length=4000)
+    summary: str | None = Field(default=None, sa_type=sa.Text)  # sealed (case key)
     recorded_at: datetime = _when()
 
 
@@ -589,4 +589,5 @@ class ReporterMessage(SQLModel, table=True):
 
 
 import models.keys  # noqa: E402  (its table joins SQLModel.metadata)
-import models.ledger  # noqa: E402, F401  (its tables join SQLModel.metadata)
+import models.ledger  # noqa: E402  (its tables join SQLModel.metadata)
+import models.retention  # noqa: E402, F401  (its tables join SQLModel.metadata)

@@ -46,6 +46,7 @@ from tasks.store.audit import append_audit
 from tasks.store.cases import get_case
 from tasks.store.consent import case_may_work, withdrawn_people
 from tasks.store.db import unit_of_work
+from tasks.store.sealed import seal_text
 
 REASON_LIMIT = 2000
 
@@ -141,7 +142,16 @@ def _audit(
         at=now,
         subject_type="affected_person" if subject else "case",
         subject_id=str(subject.id if subject else case.id),
-        details={**details, **(operator.audit_details() if operator else {})},
+        details={
+            **details,
+            # a typed reason is free text: sealed with the case's key (docs/security.md)
+            **(
+                {"reason": seal_text(session, case.id, str(details["reason"]))}
+                if "reason" in details
+                else {}
+            ),
+            **(operator.audit_details() if operator else {}),
+        },
     )
 
 

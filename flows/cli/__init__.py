@@ -21,6 +21,7 @@ from flows.cli import (
     passkeys,
     report,
     reporter,
+    retention,
     show,
 )
 from flows.cli.common import EXIT_BAD_INPUT, EXIT_OK, NOT_MIGRATED, err, fail, store_behind
@@ -47,6 +48,10 @@ for sub in (
 ):
     app.command(sub)
 report.register(app)
+controls.case_app.command(retention.hold_data, name="hold-data")
+controls.case_app.command(retention.release_data, name="release-data")
+controls.person_app.command(retention.person_export, name="export")
+controls.person_app.command(retention.person_erase, name="erase")
 app.command(cases.intake, name="intake")
 app.command(cases.case_start, name="start")
 app.command(cases.cases, name="cases")

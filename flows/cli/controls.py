@@ -26,9 +26,13 @@ if TYPE_CHECKING:
     from tasks.controls import ControlResult
 
 consent_app = App(name="consent", help="Consent of affected persons.")
-case_app = App(name="case", help="Close a case early or reopen a closed one.")
+case_app = App(
+    name="case", help="Close a case early or reopen a closed one; hold or release its data."
+)
 plan_app = App(name="plan", help="A case's action plan.")
-person_app = App(name="person", help="Affected persons: their view of the remedy.")
+person_app = App(
+    name="person", help="Affected persons: their view of the remedy, their data (export, erase)."
+)
 
 
 def _settle(result: ControlResult) -> None:

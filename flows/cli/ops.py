@@ -51,6 +51,11 @@ def db_upgrade() -> int:
     command.upgrade(
         alembic_config(settings.resolved_database_url(), settings.database_schema), "head"
     )
+    from tasks.store.db import unit_of_work
+    from tasks.store.sealed import seal_legacy_free_text
+
+    with unit_of_work() as session:  # free text written before 0013, sealed (idempotent)
+        seal_legacy_free_text(session)
     out.print("Case store is at the newest schema.")
     return EXIT_OK
 

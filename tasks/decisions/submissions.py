@@ -42,6 +42,7 @@ from tasks.steps.table import spec_of
 from tasks.store.audit import append_audit
 from tasks.store.cases import get_case
 from tasks.store.db import read_only, unit_of_work
+from tasks.store.sealed import seal_payload, seal_text
 
 
 class SubmissionResult(BaseModel):
@@ -113,8 +114,8 @@ def record_submission(
                 ctx = HandlerContext(session, case, request, form, approver, now, current_policy())
                 verdict = spec_of(request.kind).handle(ctx)
                 decision.outcome = verdict.outcome
-                decision.payload = verdict.payload or _payload(form)
-                decision.reason = _reason_of(form)
+                decision.payload = seal_payload(session, case.id, verdict.payload or _payload(form))
+                decision.reason = seal_text(session, case.id, _reason_of(form))
                 session.add(decision)
                 request.status = DecisionRequestStatus.DECIDED
                 request.decided_at = now

@@ -66,3 +66,23 @@ close_completed_task = remedy_task(_close_completed, name="start-closures")
 reconcile_task = remedy_task(_reconcile, name="reconcile")
 publish_portfolio_task = remedy_task(_publish_portfolio, name="publish-portfolio")
 publish_plan_progress_task = remedy_task(publish_plan_progress, name="publish-plan-progress")
+
+
+def _apply_retention(now: datetime) -> dict[str, int]:
+    """Erase what closed cases kept past their retention periods; name the held cases (a legal
+    hold stops it) in the run's log: references only (docs/security.md, Retention and erasure)."""
+    from prefect import get_run_logger
+
+    from tasks.store.retention import apply_retention
+
+    done = apply_retention(now=now)
+    if done.held:
+        get_run_logger().info("retention waits on a legal hold: %s", ", ".join(done.held))
+    return {
+        "retention_erased": sum(len(c) for c in done.erased.values()),
+        "retention_shredded": len(done.shredded),
+        "retention_held": len(done.held),
+    }
+
+
+apply_retention_task = remedy_task(_apply_retention, name="apply-retention")

@@ -48,6 +48,7 @@ from tasks.store.audit import append_audit
 from tasks.store.cases import get_case
 from tasks.store.db import read_only, unit_of_work
 from tasks.store.ledger_view import ledger_markdown, ledger_summary
+from tasks.store.sealed import open_text
 from tasks.store.vault import get_vault
 
 log = logging.getLogger("remedy.case_view")
@@ -372,7 +373,7 @@ def decision_records(case_ref: str) -> list[DecisionRow]:
                 title=_title(d.kind),
                 by=key,
                 outcome=d.outcome,
-                reason=d.reason,
+                reason=open_text(session, d.case_id, d.reason),
             )
             for d, key in found
         ]

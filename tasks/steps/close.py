@@ -59,6 +59,7 @@ from tasks.store.checkpoints import checkpoint_after_commit
 from tasks.store.consent import withdrawn_people
 from tasks.store.db import read_only
 from tasks.store.person_views import PersonView, latest_views
+from tasks.store.sealed import open_payload, open_text, seal_text
 
 
 def handle_closure(ctx: HandlerContext) -> Verdict:
@@ -113,7 +114,11 @@ def handle_closure_confirmation(ctx: HandlerContext) -> Verdict:
         session.add(proposal_request)
         return Verdict("rejected")
     proposed = ClosureForm.model_validate(
-        {**proposal.payload, "approver": "x", "approval_code": "xxxx"}
+        {
+            **open_payload(session, case.id, proposal.payload),
+            "approver": "x",
+            "approval_code": "xxxx",
+        }
     )
     problems = closure_check(
         proposed.closure_type,
@@ -135,8 +140,8 @@ def handle_closure_confirmation(ctx: HandlerContext) -> Verdict:
             case_id=case.id,
             closure_type=proposed.closure_type,
             victim_view_recorded=proposed.victim_view_recorded,
-            victim_view=proposed.victim_view.strip() or None,
-            unmet_needs=proposed.unmet_needs.strip() or None,
+            victim_view=seal_text(session, case.id, proposed.victim_view.strip()),
+            unmet_needs=seal_text(session, case.id, proposed.unmet_needs.strip()),
             approver_ids=list(approvers),
             closed_at=ctx.now,
             follow_up_on=(ctx.now + timedelta(days=proposed.follow_up_days)).date()
@@ -383,18 +388,30 @@ def closure_words(request_id: uuid.UUID) -> str:
         assert case is not None
         quotes: list[tuple[str, str | None]] = []
         allegation = allegation_of(session, case)
-        quotes.append(("The screening's reason", allegation.screening_reason))
+        quotes.append(
+            ("The screening's reason", open_text(session, case.id, allegation.screening_reason))
+        )
         verification = _latest_decision(session, case, DecisionKind.VERIFICATION)
         if verification is not None:
-            quotes.append(("The verifier's reasons", verification.reason))
+            quotes.append(
+                ("The verifier's reasons", open_text(session, case.id, verification.reason))
+            )
         agreement = _latest_decision(session, case, DecisionKind.PLAN_AGREEMENT)
         if agreement is not None:
             who = session.get(Stakeholder, agreement.approver_id)
             by = f" (recorded by {md_text(who.key)})" if who else ""
             quotes.append(
-                (f"The victims' priorities{by}", agreement.payload.get("victim_priorities"))
+                (
+                    f"The victims' priorities{by}",
+                    open_payload(session, case.id, agreement.payload).get("victim_priorities"),
+                )
             )
-            quotes.append((f"Their comments on the plan{by}", agreement.payload.get("comments")))
+            quotes.append(
+                (
+                    f"Their comments on the plan{by}",
+                    open_payload(session, case.id, agreement.payload).get("comments"),
+                )
+            )
         for pseudonym, view in sorted(latest_views(session, case.id, with_text=True).items()):
             quotes.append(
                 (f"{md_text(pseudonym)}'s view of the remedy ({_view_source(view)})", view.text)
@@ -405,10 +422,16 @@ def closure_words(request_id: uuid.UUID) -> str:
                 who = session.get(Stakeholder, proposal.approver_id)
                 by = f" (recorded by {md_text(who.key)})" if who else ""
                 quotes.append(
-                    (f"The victims' view of the outcome{by}", proposal.payload.get("victim_view"))
+                    (
+                        f"The victims' view of the outcome{by}",
+                        open_payload(session, case.id, proposal.payload).get("victim_view"),
+                    )
                 )
                 quotes.append(
-                    ("Unmet needs and outstanding referrals", proposal.payload.get("unmet_needs"))
+                    (
+                        "Unmet needs and outstanding referrals",
+                        open_payload(session, case.id, proposal.payload).get("unmet_needs"),
+                    )
                 )
         lines = ["### In their words", ""]
         for label, text in quotes:

@@ -56,6 +56,7 @@ from tasks.store.db import unit_of_work
 from tasks.store.directory import members_of
 from tasks.store.ledger_view import action_owed, by_action, unsettled_note
 from tasks.store.links import create_link
+from tasks.store.sealed import seal_text
 
 
 def milestone_notice(
@@ -351,7 +352,7 @@ def update_milestone(
                 reported_by_id=person.id,
                 reported_at=now,
                 status=status,
-                note=note.strip()[:4000] or None,
+                note=seal_text(session, case.id, note.strip()[:4000]),
                 evidence_refs=evidence,
                 idempotency_key=idempotency_key,
             )
@@ -359,7 +360,7 @@ def update_milestone(
         action.status, action.status_changed_at = status, now
         action.evidence_refs = [*action.evidence_refs, *evidence]
         if status == MilestoneStatus.WAIVED:
-            action.waived_reason = note.strip()[:2000]
+            action.waived_reason = seal_text(session, case.id, note.strip()[:2000])
         session.add(action)
         session.flush()
         append_audit(
@@ -432,8 +433,8 @@ def request_extension(
             raise MilestoneUpdateError(f"the new date must be after {action.due_on}")
         if not reason.strip():
             raise MilestoneUpdateError("an extension needs a reason (--reason)")
-        action.extension_due_on, action.extension_reason = to, reason.strip()[:2000]
-        action.extension_requested_by_id = person.id
+        action.extension_due_on, action.extension_requested_by_id = to, person.id
+        action.extension_reason = seal_text(session, case.id, reason.strip()[:2000])
         session.add(action)
         append_audit(
             session,
@@ -473,8 +474,7 @@ def decide_extension(
         before, asked = action.due_on, action.extension_due_on
         if approve:
             action.due_on = asked
-        action.extension_due_on = action.extension_reason = None
-        action.extension_requested_by_id = None
+        action.extension_due_on = action.extension_reason = action.extension_requested_by_id = None
         session.add(action)
         append_audit(
             session,

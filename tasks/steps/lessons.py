@@ -12,6 +12,7 @@ from models.tables import ClosureRecord, DecisionRequest, Lesson, RemediationCas
 from notifications.outbox import notify
 from tasks.context import current_routing
 from tasks.steps.base import DecisionSpec, HandlerContext, Verdict, transition
+from tasks.store.sealed import seal_text
 
 
 def handle_lessons(ctx: HandlerContext) -> Verdict:
@@ -23,11 +24,14 @@ def handle_lessons(ctx: HandlerContext) -> Verdict:
         lesson = Lesson(case_id=case.id, recorded_at=ctx.now)
     lesson.root_causes = [r.value for r in form.root_causes]
     lesson.changes = [
-        {"change": c.strip()[:500], "owner_role": form.change_owner_role.value}
+        {
+            "change": seal_text(session, case.id, c.strip()[:500]),
+            "owner_role": form.change_owner_role.value,
+        }
         for c in form.changes
         if c.strip()
     ]
-    lesson.summary = form.summary.strip() or None
+    lesson.summary = seal_text(session, case.id, form.summary.strip())
     lesson.recorded_at = ctx.now
     session.add(lesson)
     transition(ctx, CaseEvent.LESSONS_RECORDED)

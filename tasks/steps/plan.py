@@ -61,6 +61,7 @@ from tasks.store.ledger_view import (
     owed_kinds,
     totals_text,
 )
+from tasks.store.sealed import seal_text
 
 
 def _plan_facts(session: Session, case: RemediationCase) -> PlanFacts:
@@ -226,7 +227,7 @@ def handle_plan_agreement(ctx: HandlerContext) -> Verdict:
         draft = _store_plan(
             session, case, kept, version=draft.version + 1, now=ctx.now, carried=by_key
         )
-    draft.victim_priorities = form.victim_priorities.strip() or None
+    draft.victim_priorities = seal_text(session, case.id, form.victim_priorities.strip())
     session.add(draft)
     for person in persons_of(session, case):
         for purpose in (ConsentPurpose.CASE_HANDLING, ConsentPurpose.SHARE_WITH_SERVICE_PROVIDER):

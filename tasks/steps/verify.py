@@ -30,6 +30,7 @@ from tasks.steps.base import (
     persons_of,
     transition,
 )
+from tasks.store.sealed import seal_text
 
 
 def handle_screening(ctx: HandlerContext) -> Verdict:
@@ -49,7 +50,7 @@ def handle_screening(ctx: HandlerContext) -> Verdict:
             raise RefusedError(f"there is no case {form.duplicate_of}")
         allegation.duplicate_of_case_id = other.id
     allegation.screening_outcome = form.outcome  # type: ignore[assignment]
-    allegation.screening_reason = reason or None
+    allegation.screening_reason = seal_text(ctx.session, ctx.case.id, reason)
     ctx.session.add(allegation)
     if form.outcome != "accepted":
         ctx.case.closure_type = (
@@ -69,7 +70,7 @@ def handle_safety(ctx: HandlerContext) -> Verdict:
             assessed_at=ctx.now,
             risk_level=form.risk_level,
             risks=[r.value for r in form.risks],
-            mitigation=form.mitigation.strip() or None,
+            mitigation=seal_text(ctx.session, ctx.case.id, form.mitigation.strip()),
             contact_cleared=form.contact_cleared,
             valid_until=ctx.now + timedelta(days=form.valid_days),
         )

@@ -20,6 +20,7 @@ from models.enums import OwedKind
 from models.iso4217 import format_amount, in_units
 from models.ledger import OWED_FOR_CATEGORY, LedgerEntry, Payment, PaymentMethod
 from models.tables import AffectedPerson, PlanAction, RemediationCase
+from tasks.store.sealed import open_text
 
 ZERO = Decimal(0)
 
@@ -130,7 +131,7 @@ def _lines(session: Session, case_id: uuid.UUID) -> tuple[list[LedgerLine], list
                 paid=total,
                 confirmed=confirmed,
                 waived=waived,
-                waived_reason=entry.waived_reason,
+                waived_reason=open_text(session, entry.case_id, entry.waived_reason),
                 settled=waived or confirmed >= owed,
                 payments=len(made),
             )

@@ -7,6 +7,7 @@ from models.tables import Decision
 from tests.conftest import Store
 from tests.integration.factories import Clock, rows, script, start_sample_case, verify
 from tests.integration.steps_helpers import assert_state
+from tests.integration.test_free_text_sealed import in_clear
 
 
 def test_overriding_the_response_level_needs_a_level_and_a_reason(store: Store) -> None:
@@ -37,6 +38,7 @@ def test_overriding_the_response_level_needs_a_level_and_a_reason(store: Store) 
     [row] = rows(Decision, Decision.id == decision.id)
     assert row.payload["derived_response_level"] == "level_1"
     assert row.payload["response_level"] == "level_2"
-    assert row.payload["override_reason"] == reason and row.reason == reason
+    assert in_clear(row.case_id, row.payload["override_reason"]) == reason
+    assert in_clear(row.case_id, row.reason) == reason
     assert_state(case, CaseState.DESIGNING_PLAN, Step.PLAN, CaseStatus.ACTIVE)
     assert case.chain().ok

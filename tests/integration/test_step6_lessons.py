@@ -11,6 +11,7 @@ from models.tables import Decision, Lesson, Notification
 from tests.conftest import Store
 from tests.integration.factories import Clock, count, rows, script, stakeholder_id, to_closing
 from tests.integration.steps_helpers import assert_state, transitions
+from tests.integration.test_free_text_sealed import in_clear
 
 
 def test_lessons_keep_the_causes_and_the_changes_given_once(store: Store) -> None:
@@ -38,7 +39,7 @@ def test_lessons_keep_the_causes_and_the_changes_given_once(store: Store) -> Non
     # blank changes are dropped, the rest trimmed; a blank summary is no summary
     [lesson] = rows(Lesson, Lesson.case_id == case.case().id)
     assert lesson.root_causes == values["root_causes"]
-    assert lesson.changes == [
+    assert [{**c, "change": in_clear(lesson.case_id, c["change"])} for c in lesson.changes] == [
         {"change": "Screen intermediaries for recruitment fees", "owner_role": "senior_approver"}
     ]
     assert lesson.summary is None

@@ -32,6 +32,7 @@ from tasks.web.refusals import LinkRefusedError
 from tasks.web.resolve import resolve_link
 from tests.conftest import Store
 from tests.integration.factories import LEAD, SUPPLIER, Clock, script, stakeholder_id
+from tests.integration.test_free_text_sealed import in_clear
 from tests.integration.test_web_links import (
     changed,
     link_row,
@@ -238,7 +239,7 @@ def test_a_milestone_owner_reports_progress_from_their_link_once(store: Store) -
         MilestoneStatus.DONE,
         stakeholder_id(SUPPLIER),
     )
-    assert update.note == "Delivered to P-01 in person."
+    assert in_clear(update.case_id, update.note) == "Delivered to P-01 in person."
     assert link_row(link.id).used_at == at
     [used] = [e for e in case.audit() if e.action == "link.used"]
     assert (used.actor, used.subject_id) == (f"stakeholder:{SUPPLIER}", str(link.id))
