@@ -500,6 +500,8 @@ class NotificationEvent(StrEnum):
     MILESTONE_ESCALATED = "milestone_escalated"
     MILESTONE_VERIFIED = "milestone_verified"
     CASE_CLOSED = "case_closed"
+    # the signed checkpoint taken at the closure, to keep outside the store (docs/security.md)
+    AUDIT_CHECKPOINT = "audit_checkpoint"
     LESSONS_READY = "lessons_ready"
     # passkeys for approvers (tasks/web/enrolment.py, tasks/web/passkeys.py)
     PASSKEY_INVITED = "passkey_invited"  # the enrolment link, by e-mail

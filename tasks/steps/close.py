@@ -159,7 +159,8 @@ def handle_closure_confirmation(ctx: HandlerContext) -> Verdict:
         subject_id=str(case.id),
         details={"persons": {o.pseudonym: o.recorded() for o in person_outcomes(session, case)}},
     )
-    checkpoint_after_commit(session, ctx.now)  # the closed chain, signed outside the store
+    # the closed chain, signed outside the store and sent to the case's observers to keep
+    checkpoint_after_commit(session, ctx.now, case_ref=case.reference)
     notify(
         session,
         routing=current_routing(),

@@ -278,8 +278,11 @@ def checkpoint_if_due(now: datetime) -> bool:
     return True
 
 
-def checkpoint_after_commit(session: Session, now: datetime) -> None:
-    """Take a checkpoint once the session has committed (a case's closure); never fail it."""
+def checkpoint_after_commit(
+    session: Session, now: datetime, *, case_ref: str | None = None
+) -> None:
+    """Take a checkpoint once the session has committed (a case's closure), and send it to the
+    case's observers to keep outside the store (`audit_checkpoint`); never fail the closure."""
 
     taken = False
 
@@ -290,11 +293,45 @@ def checkpoint_after_commit(session: Session, now: datetime) -> None:
             return
         taken = True
         try:
-            checkpoint(now)
+            signed = checkpoint(now)
+            if case_ref is not None:
+                send_checkpoint(signed, case_ref, now=now)
         except Exception:  # the next sweep's checkpoint covers the closure too
             log.exception("the audit checkpoint after a case closure failed")
 
     sa.event.listen(session, "after_commit", take)
+
+
+def send_checkpoint(signed: Checkpoint, case_ref: str, *, now: datetime) -> None:
+    """Queue the signed checkpoint for the case's observers: its root, signature and key, and the
+    case chain's head it covers (hashes and counts only: no personal data)."""
+    from models.enums import NotificationEvent
+    from notifications.outbox import notify
+    from tasks.context import current_routing
+    from tasks.store.cases import get_case
+    from tasks.store.db import unit_of_work
+
+    head = next((h for h in signed.heads if h.chain == case_ref), None)
+    with unit_of_work() as session:
+        notify(
+            session,
+            routing=current_routing(),
+            event=NotificationEvent.AUDIT_CHECKPOINT,
+            case=get_case(session, case_ref),
+            key=f"audit-checkpoint:{case_ref}:{signed.root[:32]}",
+            now=now,
+            context={
+                "case_ref": case_ref,
+                "step": 5,
+                "checkpoint_at": when(signed.at),
+                "head_seq": head.seq if head else 0,
+                "head_hash": head.hash if head else "-",
+                "chains": signed.chains,
+                "root": signed.root,
+                "public_key": signed.public_key,
+                "signature": signed.signature,
+            },
+        )
 
 
 # --- verifying -----------------------------------------------------------------------------------

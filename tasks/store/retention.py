@@ -26,16 +26,23 @@ from typing import TYPE_CHECKING
 from sqlmodel import Session, SQLModel, col, select
 
 from models.enums import Role
-from models.ledger import Payment
+from models.ledger import LedgerEntry, Payment
 from models.retention import LegalHold, RetentionErasure
 from models.tables import (
+    ActionPlan,
     AffectedPerson,
     Allegation,
     CaseMember,
+    ClosureRecord,
+    Decision,
+    Lesson,
     PersonRemedyView,
+    PlanAction,
+    ProgressUpdate,
     RemediationCase,
     ReporterMessage,
     ReporterReceipt,
+    SafetyAssessment,
     Stakeholder,
 )
 from tasks.context import current_policy
@@ -200,7 +207,22 @@ COLUMNS: dict[str, tuple[tuple[type[SQLModel], str, str | None], ...]] = {
         (ReporterMessage, "text_ciphertext", "text"),
         (ReporterReceipt, "reason_note_ciphertext", None),
     ),
-    "free_text": ((PersonRemedyView, "text_ciphertext", "text"),),
+    # free text about persons and decisions (sealed with the case key: tasks/store/sealed.py);
+    # what is inside a decision's payload goes with the case key
+    "free_text": (
+        (PersonRemedyView, "text_ciphertext", "text"),
+        (Allegation, "screening_reason", None),
+        (SafetyAssessment, "mitigation", None),
+        (Decision, "reason", None),
+        (ActionPlan, "victim_priorities", None),
+        (PlanAction, "waived_reason", None),
+        (PlanAction, "extension_reason", None),
+        (ProgressUpdate, "note", None),
+        (ClosureRecord, "victim_view", None),
+        (ClosureRecord, "unmet_needs", None),
+        (Lesson, "summary", None),
+        (LedgerEntry, "waived_reason", None),
+    ),
 }
 
 

@@ -15,10 +15,20 @@ from typing import Any
 import pytest
 from sqlmodel import col, select
 
-from models.enums import DecisionKind
-from models.tables import AuditEvent, AuditHead
+from models.enums import DecisionKind, Locale, NotificationEvent
+from models.tables import AuditEvent, AuditHead, Notification
+from notifications.render import render
 from tests.conftest import Store
-from tests.integration.factories import SENIOR, Clock, SampleCase, start_sample_case, to_closing
+from tests.integration.factories import (
+    OBSERVER,
+    SENIOR,
+    Clock,
+    SampleCase,
+    rows,
+    stakeholder_id,
+    start_sample_case,
+    to_closing,
+)
 from tests.integration.test_intake import run_cli
 
 NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
@@ -321,6 +331,22 @@ def test_a_case_closure_publishes_a_checkpoint(store: Store, remedy_env) -> None
     [head] = [h for h in line["heads"] if h["chain"] == case.ref]
     assert head["seq"] == len(case.audit())  # the closure's own events included
     assert _verify(case.ref).ok
+    # a copy outside the store: the case's observers are sent the signed root to keep
+    sent = rows(Notification, Notification.event == NotificationEvent.AUDIT_CHECKPOINT)
+    assert [n.recipient_id for n in sent] == [stakeholder_id(OBSERVER)]
+    [message] = sent
+    assert (
+        message.context["root"] == line["root"]
+        and message.context["signature"] == (line["signature"])
+    )
+    assert (message.context["head_seq"], message.context["head_hash"]) == (
+        head["seq"],
+        head["hash"],
+    )
+    rendered = render(
+        "audit_checkpoint", fmt="text", locale=Locale.EN, context=message.context
+    ).body
+    assert line["root"] in rendered and "remedy audit verify" in rendered
 
 
 def test_the_sweep_checkpoints_once_per_interval(store: Store, remedy_env, monkeypatch) -> None:  # type: ignore[no-untyped-def]

@@ -18,7 +18,14 @@ import pytest
 from sqlmodel import select
 
 from models.enums import DecisionKind, Step
-from models.tables import AffectedPerson, Allegation, AuditEvent, PersonRemedyView
+from models.tables import (
+    AffectedPerson,
+    Allegation,
+    AuditEvent,
+    Decision,
+    PersonRemedyView,
+    SafetyAssessment,
+)
 from tasks.context import current_policy
 from tasks.reports.lessons import lessons_figures
 from tasks.store.cases import get_case, reveal_identifying_data
@@ -152,6 +159,8 @@ def test_a_shorter_category_is_erased_before_the_key(store: Store) -> None:
     assert closed is not None
     free_text = rules.free_text_days
     assert free_text < rules.longest_days, "the shipped policy keeps free text shorter"
+    typed = [d.reason for d in rows(Decision, Decision.case_id == case.case().id) if d.reason]
+    assert typed and all(r.startswith("ck1:") for r in typed)  # reasons were given, sealed
     done = apply_retention(now=closed + days(free_text) + days(1))
     assert case.ref in done.erased and "free_text" in done.erased[case.ref]
     assert done.shredded == []
@@ -159,6 +168,13 @@ def test_a_shorter_category_is_erased_before_the_key(store: Store) -> None:
         assert latest_views(session, case.case().id, with_text=True)["P-01"].text == ERASED
     [view] = rows(PersonRemedyView, PersonRemedyView.case_id == case.case().id)
     assert view.text_ciphertext.startswith("ck1:")
+    # the free text about decisions goes with it: the reasons typed are gone from the store
+    case_id = case.case().id
+    assert [d.reason for d in rows(Decision, Decision.case_id == case_id) if d.reason] == []
+    assert [m.mitigation for m in rows(SafetyAssessment, SafetyAssessment.case_id == case_id)] in (
+        [],
+        [None],
+    )
     # the identities (kept longer) still decrypt
     assert identities_readable(case.ref)
     assert "retention.erased" in actions(case.ref)
