@@ -72,8 +72,10 @@ def bondage_report(clock: Clock) -> ReportIn:
     return ReportIn.model_validate(data, context={"now": clock.now})
 
 
-def bondage_case(clock: Clock) -> SampleCase:
-    """The 32-worker case, verified, responded to and its plan approved: implementing."""
+def drafted_bondage_case(clock: Clock) -> SampleCase:
+    """The 32-worker case, verified and responded to, its plan drafted in step 3."""
+    from tasks.steps.plan import draft_plan
+
     load_sample_directory(clock.now)
     ref = open_case(bondage_report(clock), now=clock.tick(), actor="test").reference
     # one person's withheld wages, in another currency, before the plan is drafted
@@ -92,10 +94,14 @@ def bondage_case(clock: Clock) -> SampleCase:
     case = SampleCase(ref=ref, clock=clock, ctx=ctx, run_id=run_id)
     verify(case)
     respond(case)
-    from tasks.steps.plan import draft_plan
-
     case.enter(Step.PLAN)
     draft_plan(case.ref, now=case.clock.tick())
+    return case
+
+
+def bondage_case(clock: Clock) -> SampleCase:
+    """The 32-worker case, its plan agreed, funded and activated: implementing."""
+    case = drafted_bondage_case(clock)
     case.decide(DecisionKind.PLAN_AGREEMENT)
     case.decide(DecisionKind.PLAN_BUDGET)
     case.enter(Step.IMPLEMENT)

@@ -25,28 +25,20 @@ from flows.web.app import create_app
 from models.enums import CaseState, DecisionKind, Locale, MilestoneStatus, OwedKind, Step
 from models.ledger import Payment
 from models.tables import ActionPlan, ApprovalLink, Decision, PlanAction, Stakeholder
-from tasks.case_state import begin_case, open_step
 from tasks.context import utcnow
-from tasks.intake import open_case
 from tasks.reports.lessons import lessons_figures
 from tasks.reports.lessons_render import render_lessons
 from tasks.reports.portfolio import portfolio
 from tasks.steps.implement import MilestoneUpdateError, activate_plan, update_milestone
-from tasks.steps.plan import draft_plan
 from tasks.store.db import read_only
-from tasks.store.ledger import record_owed
 from tests.conftest import Store, _clear_caches
 from tests.integration.factories import (
     LEAD,
     Clock,
-    SampleCase,
-    load_sample_directory,
     milestones,
-    respond,
     rows,
-    verify,
 )
-from tests.integration.test_ledger import FEE_PAYERS, WAGES, bondage_report
+from tests.integration.test_ledger import FEE_PAYERS, WAGES, drafted_bondage_case
 from tests.integration.test_web_app import NOWHERE, TestClient, link_decides_policy
 from tests.integration.test_web_links import token_of
 
@@ -79,27 +71,8 @@ def test_a_debt_bondage_case_from_the_amounts_at_intake_to_the_lessons_report(
     page: TestClient, store: Store
 ) -> None:
     clock = Clock(utcnow())  # the page reads the real clock: its links are valid now
-    load_sample_directory(clock.now)
-    ref = open_case(bondage_report(clock), now=clock.tick(), actor="test").reference
-    record_owed(
-        ref,
-        kind=OwedKind.WITHHELD_WAGES,
-        currency="CDF",
-        amount=WAGES,
-        pseudonyms=["P-31"],
-        by=LEAD,
-        now=clock.tick(),
-    )
-    begin_case(ref, now=clock.tick())
-    run_id = uuid.uuid4()
-    case = SampleCase(
-        ref=ref, clock=clock, ctx=open_step(ref, Step.VERIFY, flow_run_id=run_id, now=clock.tick())
-    )
-    case.run_id = run_id
-    verify(case)
-    respond(case)
-    case.enter(Step.PLAN)
-    draft_plan(ref, now=clock.tick())
+    case = drafted_bondage_case(clock)
+    ref = case.ref
 
     # the victims' representative's agreement page: each person's amount, the total, and the
     # fee action's own amount
