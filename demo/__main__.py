@@ -142,7 +142,7 @@ def _show_the_agreement_page(mail: object, reference: str) -> None:
     import httpx
 
     from models.enums import DecisionKind
-    from tasks.decisions.requests import waiting_requests
+    from tasks.decisions.requests import describe_request, waiting_requests
 
     deadline = time.monotonic() + 300
     while not any(r.kind == DecisionKind.PLAN_AGREEMENT for r in waiting_requests(reference)):
@@ -151,20 +151,13 @@ def _show_the_agreement_page(mail: object, reference: str) -> None:
         time.sleep(0.5)
     _remedy("notifications", "deliver", "--case", reference)
     link = _mail_link(mail, ADVOCATE_MAIL, "Approuver le plan d'action")  # she reads French
-    page = httpx.get(link, timeout=30).text
-    print(f"\nThe agreement page {ADVOCATE} opens from her e-mail shows what each worker is owed:")
-    for row in re.findall(r"<tr>(.*?)</tr>|<p>(.*?Total owed.*?)</p>", page, flags=re.S):
-        cells = [_plain(c) for c in re.split("</t[dh]>", row[0])]
-        shown = " | ".join(c for c in cells if c) or _plain(row[1])
-        if shown.startswith(("P-", "person")) or "Total owed" in shown:
-            print(f"  {' '.join(shown.split())}")
-
-
-def _plain(markup: str) -> str:
-    """The text of a bit of HTML."""
-    import html
-
-    return html.unescape(re.sub(r"<[^>]+>", "", markup)).strip()
+    page = httpx.get(link, timeout=30)
+    print(f"\n{ADVOCATE} opens the agreement page from her e-mail (HTTP {page.status_code}).")
+    print("What it shows each worker is owed (the plan agreement's description, by pseudonym):")
+    [request] = [r for r in waiting_requests(reference) if r.kind == DecisionKind.PLAN_AGREEMENT]
+    for line in describe_request(request.id, for_page=True).splitlines():
+        if line.startswith("| P-") or "Total owed" in line or "to 3 persons" in line:
+            print(f"  {' '.join(line.split())}")
 
 
 def _report_on_the_page() -> PageReceipt:
