@@ -152,8 +152,9 @@ def _show_the_agreement_page(mail: object, reference: str) -> None:
     _remedy("notifications", "deliver", "--case", reference)
     link = _mail_link(mail, ADVOCATE_MAIL, "Approuver le plan d'action")  # she reads French
     page = httpx.get(link, timeout=30)
-    print(f"\n{ADVOCATE} opens the agreement page from her e-mail (HTTP {page.status_code}).")
-    print("What it shows each worker is owed (the plan agreement's description, by pseudonym):")
+    seen = "it shows" if page.status_code == 200 else "it asks for a passkey she has not added"
+    print(f"\n{ADVOCATE} opens the agreement page from her e-mail: {seen} ({page.status_code}).")
+    print("What the page shows each worker is owed (the agreement's description, by pseudonym):")
     [request] = [r for r in waiting_requests(reference) if r.kind == DecisionKind.PLAN_AGREEMENT]
     for line in describe_request(request.id, for_page=True).splitlines():
         if line.startswith("| P-") or "Total owed" in line or "to 3 persons" in line:
