@@ -60,6 +60,14 @@ BASE_CONTEXT: dict[str, Any] = {
     "visibility": "minimal",
     "step": 1,
     "amount": None,  # what a financial milestone repays: "450.00 USD to 3 persons"
+    # the audit checkpoint sent at a closure (tasks/store/checkpoints.py send_checkpoint)
+    "checkpoint_at": None,
+    "head_seq": None,
+    "head_hash": None,
+    "chains": None,
+    "root": None,
+    "public_key": None,
+    "signature": None,
 }
 BATCH = 25
 MAX_BACKOFF = timedelta(hours=1)
