@@ -1,7 +1,8 @@
 """The case view follows every change below Prefect: what it shows of milestones and extensions,
 and a change that cannot republish it (no server, or one that is down) is kept all the same.
 
-That the view is republished as soon as a change returns, on a real server: tests/e2e/test_case_view_current_e2e.py.
+That the view is republished as soon as a change returns, on a real server:
+tests/e2e/test_case_view_current_e2e.py.
 """
 
 from __future__ import annotations
