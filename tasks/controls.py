@@ -32,7 +32,6 @@ from models.enums import (
 from models.lifecycle import RESUMABLE_STATES, TransitionNotAllowed, possible_events
 from models.tables import (
     AffectedPerson,
-    CaseMember,
     ConsentRecord,
     RemediationCase,
     Stakeholder,
@@ -46,6 +45,7 @@ from tasks.store.audit import append_audit
 from tasks.store.cases import get_case
 from tasks.store.consent import case_may_work, withdrawn_people
 from tasks.store.db import unit_of_work
+from tasks.store.directory import acting_member, given_reason
 from tasks.store.sealed import seal_text
 
 REASON_LIMIT = 2000
@@ -70,31 +70,11 @@ def _person(
     session: Session, case: RemediationCase, key: str, roles: tuple[Role, ...], what: str
 ) -> Stakeholder:
     """Return the active stakeholder `key` if they hold one of `roles` on the case."""
-    person = session.exec(select(Stakeholder).where(Stakeholder.key == key)).first()
-    if person is None or not person.active:
-        raise ControlError(f"there is no active stakeholder {key}")
-    held = session.exec(
-        select(CaseMember.id).where(
-            CaseMember.case_id == case.id,
-            CaseMember.stakeholder_id == person.id,
-            col(CaseMember.role).in_(roles),
-        )
-    ).first()
-    if held is None:
-        names = " or ".join(r.value.replace("_", " ") for r in roles)
-        raise ControlError(
-            f"only the case's {names} may {what}; {key} is not on {case.reference} in that role"
-        )
-    return person
+    return acting_member(session, case, key, roles, what, ControlError)
 
 
 def _reason(reason: str, what: str) -> str:
-    text = reason.strip()
-    if not text:
-        raise ControlError(f"{what} needs a reason (--reason)")
-    if len(text) > REASON_LIMIT:
-        raise ControlError(f"the reason is over the limit of {REASON_LIMIT} characters")
-    return text
+    return given_reason(reason, what, limit=REASON_LIMIT, error=ControlError)
 
 
 def _move(

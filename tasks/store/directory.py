@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from models.enums import OrganisationType, Role
 from models.intake import DirectoryIn
-from models.tables import CaseMember, Organisation, Stakeholder
+from models.tables import CaseMember, Organisation, RemediationCase, Stakeholder
 from tasks.store.audit import SYSTEM_CHAIN, append_audit
 from tasks.store.db import unit_of_work
 
@@ -229,3 +229,41 @@ def remove_member(reference: str, key: str, role: Role, *, actor: str, now: date
             details={"stakeholder": key, "role": role.value},
         )
         return True
+
+
+def acting_member(
+    session: Session,
+    case: RemediationCase,
+    key: str,
+    roles: tuple[Role, ...],
+    what: str,
+    error: type[Exception],
+) -> Stakeholder:
+    """Return the active stakeholder `key` if they hold one of `roles` on the case; else raise
+    `error` saying who may `what` (case controls, retention and a person's requests)."""
+    person = session.exec(select(Stakeholder).where(Stakeholder.key == key)).first()
+    if person is None or not person.active:
+        raise error(f"there is no active stakeholder {key}")
+    held = session.exec(
+        select(CaseMember.id).where(
+            CaseMember.case_id == case.id,
+            CaseMember.stakeholder_id == person.id,
+            col(CaseMember.role).in_(roles),
+        )
+    ).first()
+    if held is None:
+        names = " or ".join(r.value.replace("_", " ") for r in roles)
+        raise error(
+            f"only the case's {names} may {what}; {key} is not on {case.reference} in that role"
+        )
+    return person
+
+
+def given_reason(reason: str, what: str, *, limit: int, error: type[Exception]) -> str:
+    """Return a reason as given, stripped; raise `error` if it is empty or over `limit`."""
+    text = reason.strip()
+    if not text:
+        raise error(f"{what} needs a reason (--reason)")
+    if len(text) > limit:
+        raise error(f"the reason is over the limit of {limit} characters")
+    return text

@@ -32,7 +32,6 @@ from models.tables import (
     ActionPlan,
     AffectedPerson,
     Allegation,
-    CaseMember,
     ClosureRecord,
     Decision,
     Lesson,
@@ -49,6 +48,7 @@ from tasks.context import current_policy
 from tasks.store.audit import append_audit
 from tasks.store.cases import get_case
 from tasks.store.db import read_only, unit_of_work
+from tasks.store.directory import acting_member, given_reason
 from tasks.store.vault import CASE_PREFIX, Vault, destroy_case_key, get_vault
 
 if TYPE_CHECKING:
@@ -91,31 +91,12 @@ class PersonErased:
 def check_member(
     session: Session, case: RemediationCase, key: str, roles: tuple[Role, ...], what: str
 ) -> Stakeholder:
-    person = session.exec(select(Stakeholder).where(Stakeholder.key == key)).first()
-    if person is None or not person.active:
-        raise RetentionError(f"there is no active stakeholder {key}")
-    held = session.exec(
-        select(CaseMember.id).where(
-            CaseMember.case_id == case.id,
-            CaseMember.stakeholder_id == person.id,
-            col(CaseMember.role).in_(roles),
-        )
-    ).first()
-    if held is None:
-        names = " or ".join(r.value.replace("_", " ") for r in roles)
-        raise RetentionError(
-            f"only the case's {names} may {what}; {key} is not on {case.reference} in that role"
-        )
-    return person
+    """Return the active stakeholder `key` if they hold one of `roles` on the case."""
+    return acting_member(session, case, key, roles, what, RetentionError)
 
 
 def checked_reason(reason: str, what: str) -> str:
-    text = reason.strip()
-    if not text:
-        raise RetentionError(f"{what} needs a reason (--reason)")
-    if len(text) > REASON_LIMIT:
-        raise RetentionError(f"the reason is over the limit of {REASON_LIMIT} characters")
-    return text
+    return given_reason(reason, what, limit=REASON_LIMIT, error=RetentionError)
 
 
 def who_details(by: str, operator: Operator | None) -> dict[str, str]:
