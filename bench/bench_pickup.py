@@ -30,17 +30,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.common import ROOT, say
+from tasks.orchestration.deployments import entrypoint_modules
+from tasks.orchestration.step_tasks import RUN_BY_TASKS
 
 BASELINE = "prefect.engine, prefect.flow_engine"
-# What a step flow's tasks (tasks/orchestration/step_tasks.py) import when they run.
-STEP_TASKS = (
-    "tasks.case_state",
-    "tasks.decisions.requests",
-    "tasks.decisions.submissions",
-    "tasks.drain",
-    "tasks.orchestration.runs",
-    "tasks.reports.case_view",
-)
+# What a step flow's tasks (tasks/orchestration/step_tasks.py) import when they run, but the
+# modules of steps 3 and 4 alone.
+STEP_TASKS = tuple(m for m in RUN_BY_TASKS if not m.startswith("tasks.steps."))
 # Flows whose tasks import less than a step's (the rest import STEP_TASKS).
 TASKS_OF = {
     "flows.deliver_notifications": ("tasks.drain",),
@@ -89,19 +85,6 @@ class Figure:
         if self.with_tasks:
             code += f"; import {', '.join(TASKS_OF.get(self.module, STEP_TASKS))}"
         return code
-
-
-def entrypoint_modules() -> list[str]:
-    """Return the module of every deployment's entrypoint, in prefect.yaml's order."""
-    from tasks.orchestration.deployments import DEPLOYMENTS
-
-    modules = []
-    for deployment in DEPLOYMENTS:
-        path = deployment.entrypoint.split(":", 1)[0]
-        module = path.removesuffix(".py").replace("/", ".")
-        if module not in modules:
-            modules.append(module)
-    return modules
 
 
 def child_cpu_seconds(code: str, root: Path) -> float:

@@ -2,7 +2,7 @@
 
 The Prefect server on PostgreSQL and locked with a credential; the case store on PostgreSQL; the
 deployments of prefect.yaml on the process work pool (`prefect work-pool create`, `prefect deploy
---all`); process workers (`prefect worker start`), each on a host of its own (demo/hosts.py),
+--all`); process workers (`python -m flows.worker`), each on a host of its own (demo/hosts.py),
 sending flow-run heartbeats every 30 s (what tells the sweep that a host died), reaching the server,
 PostgreSQL and the mail and chat receivers by its link's address, never 127.0.0.1. The workers
 run the code of this checkout (their working directory, as prefect.yaml's pull step expects) and
@@ -139,11 +139,13 @@ class Scaled:
     def start_worker(
         self, host: Host, *, limit: int, cpu: int | None = None, timeout: float = 120.0
     ) -> None:
-        """Start `prefect worker start` on a host (pinned to one CPU if asked); wait till online."""
+        """Start a process worker (`python -m flows.worker`, Prefect's `prefect worker start` with
+        its flow runs forked: flows/prefork.py) on a host, pinned to one CPU if asked; wait till
+        it is online."""
         name = f"host-{host.number}"
         env = self.host_env(host)
         Path(env["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
-        argv = host.argv(sys.executable, "-m", "prefect", "worker", "start")
+        argv = host.argv(sys.executable, "-m", "flows.worker")
         argv += ["--pool", "remedy-process", "--name", name, "--limit", str(limit)]
         log = self.log(name).open("ab")
         self._logs.append(log)

@@ -15,6 +15,7 @@ from prefect import Flow, serve
 from prefect.deployments.runner import RunnerDeployment
 from prefect.events import DeploymentEventTrigger
 
+from flows.prefork import fork_engine_command
 from models.settings import Settings, get_settings
 from tasks.orchestration.deployments import (
     DEPLOYMENTS,
@@ -23,7 +24,9 @@ from tasks.orchestration.deployments import (
     Deployment,
     EventTrigger,
     Interval,
+    entrypoint_modules,
 )
+from tasks.orchestration.step_tasks import RUN_BY_TASKS
 
 
 def load_flow(deployment: Deployment) -> Flow[..., Any]:
@@ -68,7 +71,9 @@ def deployments() -> list[RunnerDeployment]:
 
 
 def main() -> None:
-    """Serve the deployments until interrupted."""
+    """Serve the deployments until interrupted, each flow run a fork of one process that has
+    imported them and what their tasks run (flows/prefork.py)."""
+    fork_engine_command([*entrypoint_modules(), *RUN_BY_TASKS])
     serve(*deployments(), limit=get_settings().runner_limit, print_starting_message=True)
 
 

@@ -147,6 +147,16 @@ STEP_DEPLOYMENTS: Final[Mapping[Step, Deployment]] = MappingProxyType(
 )
 
 
+def entrypoint_modules() -> list[str]:
+    """Return the module of every deployment's entrypoint (`flows.<module>`), in their order."""
+    modules: list[str] = []
+    for deployment in DEPLOYMENTS:
+        module = deployment.entrypoint.split(":", 1)[0].removesuffix(".py").replace("/", ".")
+        if module not in modules:
+            modules.append(module)
+    return modules
+
+
 def deployment_name(flow: str) -> str:
     """Return the full name of a flow's deployment (deployments are named after their flows)."""
     return f"{flow}/{flow}"

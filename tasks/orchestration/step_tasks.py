@@ -11,12 +11,25 @@ minute or so, needs only the outbox's drain, not the decision engine, the steps 
 from __future__ import annotations
 
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from prefect.runtime import flow_run
 
 from tasks.context import utcnow
 from tasks.orchestration.retrying import remedy_task
+
+# What the tasks below import when they run (tests/unit/test_lazy_imports.py checks the list): a
+# runner's fork server imports them once for all its flow processes (flows/prefork.py).
+RUN_BY_TASKS: Final = (
+    "tasks.case_state",
+    "tasks.decisions.requests",
+    "tasks.decisions.submissions",
+    "tasks.drain",
+    "tasks.orchestration.runs",
+    "tasks.reports.case_view",
+    "tasks.steps.implement",
+    "tasks.steps.plan",
+)
 
 if TYPE_CHECKING:
     from models.enums import DecisionKind, Step

@@ -1,11 +1,12 @@
 """Many workers, many hosts: a scaled installation that loses a host in the middle of the work.
 
-Two hosts (network namespaces, demo/hosts.py) each run `prefect worker start` on the process work
-pool holding prefect.yaml's deployments; the Prefect server (locked with its credential) and the
-case store are on PostgreSQL, and the hosts reach them, and the mail and chat receivers, by their
-link's address, never 127.0.0.1 (demo/scaled.py). Cases are driven through steps 1 to 3 by the
-scripted people; every process on host 0 is SIGKILLed while it executes step runs; the monitoring
-sweep, run on the surviving host as its schedule would, repairs what the dead host left behind.
+Two hosts (network namespaces, demo/hosts.py) each run a process worker (`python -m flows.worker`)
+on the process work pool holding prefect.yaml's deployments; the Prefect server (locked with its
+credential) and the case store are on PostgreSQL, and the hosts reach them, and the mail and chat
+receivers, by their link's address, never 127.0.0.1 (demo/scaled.py). Cases are driven through
+steps 1 to 3 by the scripted people; every process on host 0 is SIGKILLed while it executes step
+runs; the monitoring sweep, run on the surviving host as its schedule would, repairs what the dead
+host left behind.
 Every case reaches plan implementation with nothing recorded or sent twice.
 
 REMEDY_TEST_WORKER_CASES sets the number of cases (default 6, to keep the suite within its time;

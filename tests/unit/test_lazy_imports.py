@@ -13,6 +13,7 @@ imports them lazily): a pickup loads those too, so they must not bring the heavy
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
@@ -21,21 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from tasks.orchestration.deployments import DEPLOYMENTS
+from tasks.orchestration.deployments import DEPLOYMENTS, entrypoint_modules
+from tasks.orchestration.step_tasks import RUN_BY_TASKS
 
 ROOT = Path(__file__).resolve().parents[2]
-# What the tasks of tasks/orchestration/step_tasks.py import when they run.
-RUN_BY_TASKS = (
-    "tasks.case_state",
-    "tasks.decisions.requests",
-    "tasks.decisions.submissions",
-    "tasks.drain",
-    "tasks.orchestration.runs",
-    "tasks.reports.case_view",
-    "tasks.steps.implement",
-    "tasks.steps.plan",
-)
-
 # Loaded on first use, never by importing an entrypoint.
 HEAVY = (
     "apprise",  # sending (notifications/send.py); loads all its plugins
@@ -54,16 +44,6 @@ HEAVY = (
     "tasks.reports.lessons",  # the lessons report
     "tasks.reports.lessons_render",
 )
-
-
-def entrypoint_modules() -> list[str]:
-    """Return the module of every deployment's entrypoint."""
-    modules = []
-    for deployment in DEPLOYMENTS:
-        module = deployment.entrypoint.split(":")[0].removesuffix(".py").replace("/", ".")
-        if module not in modules:
-            modules.append(module)
-    return modules
 
 
 def import_fresh(*modules: str) -> tuple[set[str], int]:
@@ -131,3 +111,18 @@ def test_prefect_s_objects_are_set_aside_from_the_collector(
 
 def test_the_check_sees_a_heavy_module() -> None:
     assert heavy_in({"jinja2.runtime", "sqlmodel", "apprisely"}) == ["jinja2"]
+
+
+def test_the_list_of_what_the_tasks_import_is_theirs() -> None:
+    # RUN_BY_TASKS is what a fork server imports for every flow process (flows/prefork.py) and
+    # what the checks above import: the modules step_tasks' functions import when they run
+    tree = ast.parse((ROOT / "tasks" / "orchestration" / "step_tasks.py").read_text())
+    lazily: set[str] = set()
+    for function in (node for node in tree.body if isinstance(node, ast.FunctionDef)):
+        for node in ast.walk(function):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                for alias in node.names:
+                    submodule = f"{node.module}.{alias.name}"
+                    path = ROOT / (submodule.replace(".", "/") + ".py")
+                    lazily.add(submodule if path.exists() else node.module)
+    assert lazily == set(RUN_BY_TASKS)

@@ -1,0 +1,19 @@
+"""Run by tests/unit/test_prefork.py in a forked child in place of `prefect.engine`: writes what
+the child sees (environment, directory, Prefect's settings, modules) to PROBE_OUT, as JSON."""
+
+import json
+import os
+import sys
+
+from prefect.settings import get_current_settings
+
+if __name__ == "__main__":
+    seen = {
+        "environ": dict(os.environ),
+        "cwd": os.getcwd(),
+        "api_url": get_current_settings().api.url,
+        "argv": sys.argv,
+    }
+    with open(os.environ["PROBE_OUT"], "w", encoding="utf-8") as out:
+        json.dump(seen, out)
+    sys.exit(3)

@@ -1,0 +1,79 @@
+"""Flow runs forked from a process that imported Prefect and the steps (flows/prefork.py): the
+engine command becomes a fork that sees exactly the environment, directory and settings a fresh
+`python -m prefect.engine` would; every other command is left to Prefect's own `run_process`."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from flows.prefork import ENGINE_COMMAND, engine_starter, fork_context, run_engine
+
+ENGINE = [sys.executable, *ENGINE_COMMAND]
+
+
+@pytest.fixture(scope="module")
+def context() -> Any:
+    return fork_context(["tests.unit.prefork_probe"])
+
+
+class Started:
+    """Stands for anyio's task status: keeps what the starter hands over."""
+
+    def __init__(self) -> None:
+        self.value: Any = None
+
+    def started(self, value: Any) -> None:
+        self.value = value
+
+
+def test_the_engine_command_is_a_fork_of_the_fork_server(context: Any) -> None:
+    others: list[list[str]] = []
+
+    async def prefect_s_own(command: list[str], **_: Any) -> None:
+        others.append(command)
+
+    run_process = engine_starter(context, prefect_s_own)
+    status = Started()
+    env = {"PREFECT__FLOW_RUN_ID": "not-a-run", "PREFECT_API_URL": "http://127.0.0.1:9/api"}
+
+    async def main() -> Any:
+        await run_process(["echo", "hi"], stream_output=False)
+        await run_process([*ENGINE, "extra"], stream_output=False)
+        return await run_process(
+            ENGINE, task_status=status, task_status_handler=lambda p: ("handle", p), env=env
+        )
+
+    process = anyio.run(main)
+    # other commands, and the engine command with more arguments, are Prefect's to start
+    assert others == [["echo", "hi"], [*ENGINE, "extra"]]
+    assert status.value == ("handle", process)  # what Prefect watches and kills, by its pid
+    assert process.exitcode == 1  # prefect.engine's own answer to a flow run id that is none
+    with pytest.raises(ChildProcessError):  # the fork server's child, not ours
+        os.waitpid(process.pid, os.WNOHANG)
+
+
+def test_the_fork_runs_in_the_environment_and_directory_it_was_given(
+    context: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "seen.json"
+    monkeypatch.setenv("REMEDY_PREFORK_PARENT_ONLY", "1")  # the fork server's, not the run's
+    env = {"PROBE_OUT": str(out), "PREFECT_API_URL": "http://10.231.0.1:4200/api", "A": "b"}
+    process = context.Process(
+        target=run_engine, args=(env, str(tmp_path), True, "tests.unit.prefork_probe")
+    )
+    process.start()
+    process.join(60)
+    assert process.exitcode == 3
+    seen = json.loads(out.read_text())
+    assert seen["environ"] == env
+    assert seen["cwd"] == str(tmp_path)
+    # Prefect's settings are read again from the run's environment, as at a fresh start
+    assert seen["api_url"] == "http://10.231.0.1:4200/api"
+    assert [Path(arg).name for arg in seen["argv"]] == ["prefork_probe.py"]  # as `python -m`
