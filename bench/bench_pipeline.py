@@ -205,7 +205,7 @@ def _all_runs_final(case_ref: str, expected: int) -> bool:
 class Measurement:
     """One case through all six steps on one stack."""
 
-    kind: str  # "remedy" or "bare"
+    kind: str  # "remedy", "remedy-fresh" (pickups not forked) or "bare"
     poll: int
     limit: int
     server: str
@@ -249,8 +249,9 @@ def _sample_report(ws_root: Any) -> Any:
     return path
 
 
-def measure_remedy(poll: int, server: str, keep: bool) -> Measurement:
-    """Take one fresh sample case from intake to lessons on a fresh Remedy stack."""
+def measure_remedy(poll: int, server: str, keep: bool, *, fresh: bool = False) -> Measurement:
+    """Take one fresh sample case from intake to lessons on a fresh Remedy stack (its runner's
+    pickups forked, or with `fresh` each a fresh interpreter: REMEDY_FORK_PICKUPS)."""
     from bench.common import (
         cpu_seconds,
         local_stack,
@@ -269,7 +270,12 @@ def measure_remedy(poll: int, server: str, keep: bool) -> Measurement:
     with (
         workspace("pipeline-remedy", keep=keep) as ws,
         server_database(server, "pipeline") as server_db,
-        local_stack(ws, server_db=server_db, poll_seconds=poll) as stack,
+        local_stack(
+            ws,
+            server_db=server_db,
+            poll_seconds=poll,
+            extra_env={"REMEDY_FORK_PICKUPS": "false"} if fresh else None,
+        ) as stack,
     ):
         say(f"remedy, poll {poll} s: server up at {stack.api_url}; starting the runner")
         stack.start_runner()
@@ -300,7 +306,7 @@ def measure_remedy(poll: int, server: str, keep: bool) -> Measurement:
         decisions = sum(1 for s in people.log if not s.what.startswith("milestone"))
         problems = report_log_problems(stack, ["runner"])
         return Measurement(
-            "remedy",
+            "remedy-fresh" if fresh else "remedy",
             poll,
             limit,
             server,
@@ -445,6 +451,7 @@ def summarise(results: list[Measurement]) -> str:
         "running s",
         "paused s",
         "runner CPU s",
+        "CPU s/pickup",
         "server CPU s",
         "failed",
         "log errs",
@@ -466,6 +473,7 @@ def summarise(results: list[Measurement]) -> str:
                 f"{s.running_s:.1f}",
                 f"{s.paused_s:.1f}",
                 f"{m.runner_cpu_s:.1f}",
+                f"{m.runner_cpu_s / s.pickups:.2f}" if s.pickups else "-",
                 f"{m.server_cpu_s:.1f}",
                 len(s.failed),
                 m.problems,
@@ -526,6 +534,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--server", choices=["postgresql", "sqlite"], default="postgresql")
     parser.add_argument("--only", choices=["both", "remedy", "bare"], default="both")
+    parser.add_argument(
+        "--fresh-pickups",
+        action="store_true",
+        help="also run Remedy with REMEDY_FORK_PICKUPS=false (a fresh interpreter per pickup)",
+    )
     parser.add_argument("--repeat", type=int, default=1, help="cases per configuration")
     parser.add_argument("--keep", action="store_true", help="keep temp dirs (logs) afterwards")
 
@@ -540,11 +553,15 @@ def run(args: argparse.Namespace) -> int:
         for i in range(args.repeat):
             # alternate the order so neither side always runs on a warmer machine
             order = ["bare", "remedy"] if i % 2 == 0 else ["remedy", "bare"]
+            if args.fresh_pickups:
+                order.insert(order.index("remedy") + i % 2, "remedy-fresh")
             for kind in order:
-                if args.only not in ("both", kind):
+                if args.only not in ("both", kind.split("-")[0]):
                     continue
-                measure = measure_remedy if kind == "remedy" else measure_bare
-                m = measure(poll, args.server, args.keep)
+                if kind == "bare":
+                    m = measure_bare(poll, args.server, args.keep)
+                else:
+                    m = measure_remedy(poll, args.server, args.keep, fresh=kind == "remedy-fresh")
                 say(f"{kind}, poll {poll} s: {m.wall_s:.1f} s, {m.stats.pickups} pickups")
                 results.append(m)
     print()

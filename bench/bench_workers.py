@@ -135,8 +135,8 @@ def lose_a_host(scaled: Any, n: int) -> Crash:
     try:
         wait_until(lambda: decisions_taken(refs) >= n, timeout=60.0 * n, what="first decisions")
         host = scaled.hosts[0]
-        wait_until(lambda: len(host.pids()) > 1, timeout=300, what="host 0 to run a flow")
-        crash.in_flight = len(host.pids()) - 1
+        wait_until(lambda: bool(host.flow_processes()), timeout=300, what="host 0 to run a flow")
+        crash.in_flight = len(host.flow_processes())
         crash.killed_after_s = time.monotonic() - t0
         scaled.kill_host(host)
         say(f"  host 0 killed after {crash.killed_after_s:.0f} s ({crash.in_flight} flow runs)")

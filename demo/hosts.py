@@ -77,6 +77,13 @@ class Host:
             return []
         return [int(p) for p in out.split()]
 
+    def flow_processes(self) -> list[int]:
+        """Return the processes on this host that execute a flow run (not its worker, nor the
+        worker's fork server: flows/prefork.py)."""
+        from flows.prefork import is_flow_process
+
+        return [pid for pid in self.pids() if is_flow_process(pid)]
+
     def kill(self, timeout: float = 10.0) -> int:
         """SIGKILL every process on this host, as a power cut would; return how many died."""
         killed: set[int] = set()

@@ -18,10 +18,12 @@ kills it by its process id as before.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import sys
 from collections.abc import Mapping, Sequence
 from multiprocessing.context import BaseContext
+from pathlib import Path
 from typing import Any
 
 # What every flow process imports before it loads its flow (`python -m prefect.engine` too).
@@ -36,6 +38,18 @@ def fork_context(preload: Sequence[str]) -> BaseContext:
 
 
 ENGINE_COMMAND = ("-m", "prefect.engine")
+# What `ps -o comm` and top call a forked flow run (its command line is the fork server's).
+FLOW_PROCESS_NAME = "prefect-engine"
+
+
+def is_flow_process(pid: int) -> bool:
+    """Tell whether a process executes a flow run: forked here, or `python -m prefect.engine`."""
+    try:
+        comm = Path(f"/proc/{pid}/comm").read_text().strip()
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:  # gone, or not Linux
+        return False
+    return comm == FLOW_PROCESS_NAME or b"prefect.engine" in argv
 
 
 def run_engine(
@@ -50,6 +64,8 @@ def run_engine(
     from prefect.context import SettingsContext, get_settings_context
     from prefect.settings import Settings
 
+    with contextlib.suppress(OSError):  # Linux only
+        Path("/proc/self/comm").write_text(FLOW_PROCESS_NAME)
     os.environ.clear()
     os.environ.update(environment)
     if cwd is not None:

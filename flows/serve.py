@@ -73,8 +73,10 @@ def deployments() -> list[RunnerDeployment]:
 def main() -> None:
     """Serve the deployments until interrupted, each flow run a fork of one process that has
     imported them and what their tasks run (flows/prefork.py)."""
-    fork_engine_command([*entrypoint_modules(), *RUN_BY_TASKS])
-    serve(*deployments(), limit=get_settings().runner_limit, print_starting_message=True)
+    settings = get_settings()
+    if settings.fork_pickups:
+        fork_engine_command([*entrypoint_modules(), *RUN_BY_TASKS])
+    serve(*deployments(), limit=settings.runner_limit, print_starting_message=True)
 
 
 if __name__ == "__main__":

@@ -108,6 +108,12 @@ class Settings(BaseSettings):
     runner_limit: int = Field(
         default=8, ge=1, le=200, description="Most step runs executing at once in one runner."
     )
+    fork_pickups: bool = Field(
+        default=True,
+        description="Start each flow run of the runner or a worker as a fork of a process that "
+        "imported Prefect and the steps once (flows/prefork.py); false: a fresh interpreter at "
+        "every pickup, as Prefect does.",
+    )
     routing_file: Path | None = Field(
         default=None, description="Operator's notification routing (TOML); default: shipped."
     )

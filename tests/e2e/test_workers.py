@@ -71,11 +71,6 @@ def scaled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, session_key: str) ->
         _clear_caches()
 
 
-def _flow_processes(scaled: Scaled, host: int) -> int:
-    """Count the processes on a host besides its worker: flow runs being executed."""
-    return len(scaled.hosts[host].pids()) - 1
-
-
 def test_two_hosts_one_killed_mid_run(scaled: Scaled) -> None:
     t0 = time.monotonic()
     first, second = scaled.hosts
@@ -91,8 +86,8 @@ def test_two_hosts_one_killed_mid_run(scaled: Scaled) -> None:
     try:
         # once the work is well under way, host 0 dies while it executes step runs
         wait_for(lambda: decisions_taken(refs) >= CASES, 200 + 30 * CASES, "the first decisions")
-        wait_for(lambda: _flow_processes(scaled, 0) > 0, 120, "host 0 to execute a flow run")
-        in_flight = _flow_processes(scaled, 0)
+        wait_for(lambda: first.flow_processes(), 120, "host 0 to execute a flow run")
+        in_flight = len(first.flow_processes())
         killed_at = time.monotonic()
         scaled.kill_host(first)
         assert scaled.hosts[0].pids() == []

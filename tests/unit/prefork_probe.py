@@ -7,12 +7,15 @@ import sys
 
 from prefect.settings import get_current_settings
 
+from flows.prefork import is_flow_process
+
 if __name__ == "__main__":
     seen = {
         "environ": dict(os.environ),
         "cwd": os.getcwd(),
         "api_url": get_current_settings().api.url,
         "argv": sys.argv,
+        "is_flow_process": is_flow_process(os.getpid()),
     }
     with open(os.environ["PROBE_OUT"], "w", encoding="utf-8") as out:
         json.dump(seen, out)

@@ -13,7 +13,13 @@ from typing import Any
 import anyio
 import pytest
 
-from flows.prefork import ENGINE_COMMAND, engine_starter, fork_context, run_engine
+from flows.prefork import (
+    ENGINE_COMMAND,
+    engine_starter,
+    fork_context,
+    is_flow_process,
+    run_engine,
+)
 
 ENGINE = [sys.executable, *ENGINE_COMMAND]
 
@@ -77,3 +83,6 @@ def test_the_fork_runs_in_the_environment_and_directory_it_was_given(
     # Prefect's settings are read again from the run's environment, as at a fresh start
     assert seen["api_url"] == "http://10.231.0.1:4200/api"
     assert [Path(arg).name for arg in seen["argv"]] == ["prefork_probe.py"]  # as `python -m`
+    # named as a flow run (its command line is the fork server's), which a host's count needs
+    assert seen["is_flow_process"] is True
+    assert not is_flow_process(os.getpid())
