@@ -1,9 +1,12 @@
 """What a pickup costs before the flow starts: CPU seconds to import each deployment's entrypoint.
 
-A runner or process worker starts a fresh Python process for every flow run (every pickup, also
-every resume of a suspended run): `python -m prefect.engine` imports Prefect's engine, then the
-deployment's entrypoint module (`flows/<module>.py`, tasks/orchestration/deployments.py). So what
-a step's module imports is paid again at each pickup, on every case.
+Prefect starts a fresh Python process for every flow run (every pickup, also every resume of a
+suspended run): `python -m prefect.engine` imports Prefect's engine, then the deployment's
+entrypoint module (`flows/<module>.py`, tasks/orchestration/deployments.py). So what a step's
+module imports is paid again at each pickup, on every case. Remedy's runner and workers fork
+their flow runs from a process that imported all of it once instead (flows/prefork.py), so this is
+what a pickup costs without that (REMEDY_FORK_PICKUPS=false, or a plain `prefect worker start`);
+`python -m bench pipeline --fresh-pickups` measures whole pickups both ways.
 
 For each entrypoint this starts, several times and one process after the other:
 

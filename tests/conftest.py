@@ -123,15 +123,18 @@ class Store:
         return counts
 
 
-def _truncate(url: str, schema: str) -> None:
+def _empty(url: str, schema: str) -> None:
+    """Delete every row of the schema's tables, children first. DELETE, not TRUNCATE: on tables
+    this small it takes a tenth of the time (TRUNCATE makes new files for each table and its
+    indexes: about 1 s a test on this suite's machine)."""
     from sqlmodel import SQLModel
 
     import models.security  # noqa: F401  (imports models.tables too)
     from tasks.store.db import engine_for
 
-    names = ", ".join(f'"{schema}"."{t}"' for t in SQLModel.metadata.tables)
     with engine_for(url, schema).begin() as conn:
-        conn.exec_driver_sql(f"TRUNCATE {names} CASCADE")
+        for table in reversed(SQLModel.metadata.sorted_tables):
+            conn.exec_driver_sql(f'DELETE FROM "{schema}"."{table.name}"')
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -157,7 +160,7 @@ def store(
         return
     require(PG_URL is not None, "REMEDY_TEST_POSTGRES_URL is not set (PostgreSQL tests)")
     assert PG_URL is not None and pg_schema is not None
-    _truncate(PG_URL, pg_schema)
+    _empty(PG_URL, pg_schema)
     monkeypatch.setenv("REMEDY_DATABASE_URL", PG_URL)
     monkeypatch.setenv("REMEDY_DATABASE_SCHEMA", pg_schema)
     _clear_caches()
