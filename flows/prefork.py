@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from multiprocessing.context import BaseContext
@@ -40,6 +41,17 @@ def fork_context(preload: Sequence[str]) -> BaseContext:
 ENGINE_COMMAND = ("-m", "prefect.engine")
 # What `ps -o comm` and top call a forked flow run (its command line is the fork server's).
 FLOW_PROCESS_NAME = "prefect-engine"
+
+
+# What a forked flow run logs first (its runner's or worker's log), since its command line and
+# environment as /proc shows them are the fork server's: which process executes which flow run.
+FORKED = "flow run {run_id}: process {pid}, forked"
+
+
+def forked_processes(log: str, run_id: str) -> list[int]:
+    """Return the processes a log says were forked for a flow run, those still alive."""
+    found = re.findall(FORKED.format(run_id=re.escape(run_id), pid=r"(\d+)"), log)
+    return [pid for pid in map(int, found) if is_flow_process(pid)]
 
 
 def is_flow_process(pid: int) -> bool:
@@ -74,6 +86,10 @@ def run_engine(
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, 1)
         os.dup2(devnull, 2)
+    from prefect.logging import get_logger
+
+    run_id = environment.get("PREFECT__FLOW_RUN_ID", "?")
+    get_logger("prefork").info(FORKED.format(run_id=run_id, pid=os.getpid()))
     sys.argv = [module]  # no arguments; runpy makes the first the module's file, as `-m` does
     # the settings Prefect read when the fork server imported it are its starter's; the run's are
     # read again from the run's environment, as a fresh process would (prefect.engine is imported

@@ -13,7 +13,12 @@ from pathlib import Path
 
 import pytest
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+from prefect.client.schemas.filters import (
+    DeploymentFilter,
+    DeploymentFilterName,
+    FlowRunFilter,
+    FlowRunFilterState,
+)
 from prefect.client.schemas.objects import StateType
 from prefect.client.schemas.schedules import IntervalSchedule
 from prefect.exceptions import PrefectHTTPStatusError
@@ -97,6 +102,15 @@ def test_a_scheduled_sweep_runs_on_the_real_server(live: E2E) -> None:
             wait_for(completed_scheduled_run, timeout=240, what="a scheduled sweep to complete")
         finally:
             client.delete_deployment_schedule(deployment.id, fast.id)
+            # the server scheduled up to 100 sweeps ahead on that schedule, which removing it
+            # leaves in place: every 5 s, they would sweep in the middle of the next tests
+            scheduled = FlowRunFilterState(type={"any_": [StateType.SCHEDULED]})  # type: ignore[arg-type]
+            ahead = client.read_flow_runs(
+                deployment_filter=DeploymentFilter(id={"any_": [deployment.id]}),  # type: ignore[arg-type]
+                flow_run_filter=FlowRunFilter(state=scheduled),
+            )
+            for run in ahead:
+                client.delete_flow_run(run.id)
 
 
 def test_an_operators_simulation_sweeps_a_simulation_store_for_a_later_moment(

@@ -22,6 +22,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import StateType
 
 from demo.scripted import ScriptedStakeholders
+from flows.prefork import forked_processes
 from models.enums import CaseState
 from tests.conftest import ROOT
 from tests.e2e.conftest import E2E
@@ -138,10 +139,12 @@ def _waiting(reference: str):  # type: ignore[no-untyped-def]
     return request
 
 
-def _flow_run_pids(run_id: uuid.UUID) -> list[int]:
-    """Find the processes executing a flow run (the runner puts its id in their environment)."""
+def _flow_run_pids(live: E2E, run_id: uuid.UUID) -> list[int]:
+    """Find the processes executing a flow run: the runner forks them and each says so in its
+    log (flows/prefork.py); a fresh one has the run's id in its environment."""
+    log = (live.stack.home / "logs" / "runner.log").read_text(errors="replace")
+    pids = forked_processes(log, str(run_id))
     needle = f"PREFECT__FLOW_RUN_ID={run_id}".encode()
-    pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -294,17 +297,17 @@ def _kill(live: E2E, ref: str, step: int, request: DecisionRequest) -> tuple[uui
     _, how, when = KILLS[step]
     runner_dead = step > 1  # step 1: the runner sees its child die and reports it Crashed
     # the process that suspended the run may still be exiting: only a new one is the resumed run
-    exiting = set(_flow_run_pids(request.flow_run_id)) if request.flow_run_id else set()
+    exiting = set(_flow_run_pids(live, request.flow_run_id)) if request.flow_run_id else set()
     _submit(request)
     if how == "resumed":
         run_id = request.flow_run_id
     else:
         run_id = _poll(lambda: _entry_run(ref, step), 120, f"step {step}'s run", every=0.1)
     assert run_id is not None
-    _poll(lambda: set(_flow_run_pids(run_id)) - exiting, 120, f"a process for run {run_id}")
+    _poll(lambda: set(_flow_run_pids(live, run_id)) - exiting, 120, f"a process for run {run_id}")
     with _runner_dead(live, runner_dead):
         _poll(_kill_point(ref, step, run_id, when), 60, f"step {step}: {when}")
-        pids = _flow_run_pids(run_id)
+        pids = _flow_run_pids(live, run_id)
         assert set(pids) - exiting, f"run {run_id} ended before the kill"
         for pid in pids:
             with suppress(ProcessLookupError):

@@ -86,3 +86,13 @@ def test_the_fork_runs_in_the_environment_and_directory_it_was_given(
     # named as a flow run (its command line is the fork server's), which a host's count needs
     assert seen["is_flow_process"] is True
     assert not is_flow_process(os.getpid())
+
+
+def test_a_log_line_tells_which_live_flow_process_runs_a_run() -> None:
+    from flows.prefork import FORKED, forked_processes
+
+    run_id = "6f1c1d52-0f0e-4c3b-9a55-0d6c5f3f6b1e"
+    log = FORKED.format(run_id=run_id, pid=os.getpid()) + "\n"
+    # named in the log, but this process executes no flow run (nor does a gone one)
+    assert forked_processes(log, run_id) == []
+    assert forked_processes(log.replace(str(os.getpid()), "999999999"), run_id) == []
