@@ -461,7 +461,7 @@ def _cross(
 
 def publish_lessons_artifact(markdown: str) -> None:
     """Publish the Markdown report as the `remedy-lessons` artifact on the Prefect server."""
-    from tasks.reports.case_view import markdown_artifact
+    from tasks.reports.artifacts import markdown_artifact
 
     markdown_artifact(
         ARTIFACT_KEY,
