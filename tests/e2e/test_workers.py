@@ -124,3 +124,5 @@ def test_two_hosts_one_killed_mid_run(scaled: Scaled) -> None:
     assert sent <= len(received), (sent, len(received))
     assert set(sweeps) <= {"Completed"}, sweeps
     assert all(submitted.values()), submitted  # both hosts executed flow runs
+    # the runs are forks of the worker's fork server, not fresh interpreters (flows/prefork.py)
+    assert scaled.log("host-1").read_text(errors="replace").count(", forked") > 0
