@@ -89,6 +89,19 @@ def pg_schema() -> Iterator[str | None]:
         conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
     try:
         _upgrade(PG_URL, schema)
+        # Each test empties the tables with DELETE (_empty). Left to autovacuum, the space of the
+        # deleted rows would be reused by the next test's rows, and a query without ORDER BY would
+        # no longer return them in the order they were written, as it did on the fresh files
+        # TRUNCATE made (tests that read an audit chain or a mailbox in order rely on it).
+        from sqlmodel import SQLModel
+
+        import models.security  # noqa: F401  (imports models.tables too)
+
+        with admin.begin() as conn:
+            for table in SQLModel.metadata.sorted_tables:
+                conn.exec_driver_sql(
+                    f'ALTER TABLE "{schema}"."{table.name}" SET (autovacuum_enabled = false)'
+                )
         yield schema
     finally:
         with admin.begin() as conn:

@@ -287,8 +287,13 @@ def milestones(case_ref: str) -> list[tuple[str, str | None]]:
 
 
 def rows(model: type[SQLModel], *where: Any) -> list[Any]:
+    """Return the rows that match; in the order they were written where the key is a counter."""
+    query = select(model).where(*where)
+    [*key] = sa.inspect(model).primary_key
+    if len(key) == 1 and isinstance(key[0].type, sa.Integer):
+        query = query.order_by(key[0])
     with read_only() as session:
-        return list(session.exec(select(model).where(*where)).all())
+        return list(session.exec(query).all())
 
 
 def count(model: type[SQLModel], *where: Any) -> int:
