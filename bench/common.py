@@ -287,29 +287,21 @@ def tree_rss_mb(pid: int) -> float:
     return rss_mb(pid) + sum(rss_mb(p) for p in descendants(pid))
 
 
-def _stat(pid: int) -> list[str] | None:
-    """Return the fields of /proc/<pid>/stat after the command's name (None once it is gone)."""
+def _own_cpu_ticks(pid: int) -> int:
+    """Return a process's CPU ticks with its waited-for children's (0 once it is gone)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return None
-    return stat[stat.rindex(")") + 2 :].split()
+        return 0
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
 
 
 def cpu_seconds(pid: int) -> float:
     """Return the user+system CPU time a process and its descendants used: the waited-for ones
     (cutime, cstime) and those still alive, such as a fork server and the flow runs it forked
     (flows/prefork.py), whose parent is not the process measured."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and (fields := _stat(int(entry.name))) is not None:
-            children.setdefault(int(fields[1]), []).append(int(entry.name))
-    ticks, todo = 0, [pid]
-    while todo:
-        current = todo.pop()
-        if (fields := _stat(current)) is not None:
-            ticks += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
-            todo.extend(children.get(current, []))
+    ticks = sum(_own_cpu_ticks(p) for p in [pid, *descendants(pid)])
     return ticks / os.sysconf("SC_CLK_TCK")
 
 

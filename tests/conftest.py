@@ -93,12 +93,8 @@ def pg_schema() -> Iterator[str | None]:
         # deleted rows would be reused by the next test's rows, and a query without ORDER BY would
         # no longer return them in the order they were written, as it did on the fresh files
         # TRUNCATE made (tests that read an audit chain or a mailbox in order rely on it).
-        from sqlmodel import SQLModel
-
-        import models.security  # noqa: F401  (imports models.tables too)
-
         with admin.begin() as conn:
-            for table in SQLModel.metadata.sorted_tables:
+            for table in _tables():
                 conn.exec_driver_sql(
                     f'ALTER TABLE "{schema}"."{table.name}" SET (autovacuum_enabled = false)'
                 )
@@ -136,17 +132,23 @@ class Store:
         return counts
 
 
+def _tables() -> list[sa.Table]:
+    """Return the case store's tables, parents before children."""
+    from sqlmodel import SQLModel
+
+    import models.security  # noqa: F401  (imports models.tables too)
+
+    return list(SQLModel.metadata.sorted_tables)
+
+
 def _empty(url: str, schema: str) -> None:
     """Delete every row of the schema's tables, children first. DELETE, not TRUNCATE: on tables
     this small it takes a tenth of the time (TRUNCATE makes new files for each table and its
     indexes: about 1 s a test on this suite's machine)."""
-    from sqlmodel import SQLModel
-
-    import models.security  # noqa: F401  (imports models.tables too)
     from tasks.store.db import engine_for
 
     with engine_for(url, schema).begin() as conn:
-        for table in reversed(SQLModel.metadata.sorted_tables):
+        for table in reversed(_tables()):
             conn.exec_driver_sql(f'DELETE FROM "{schema}"."{table.name}"')
 
 

@@ -41,7 +41,7 @@ def markdown_artifact(
 # server that is down would otherwise cost them the client's retries with backoff. Prefect's
 # settings with these two changed, made once per settings in force (a copy costs 0.1 s of CPU,
 # and a ledger of 30 workers republishes 60 times).
-_QUICK: dict[int, tuple[Any, Any]] = {}
+_QUICK: list[tuple[Any, Any]] = []  # (the settings in force, their quick copy)
 
 
 def quick_settings() -> Any:
@@ -50,15 +50,12 @@ def quick_settings() -> Any:
     from prefect.settings import PREFECT_API_REQUEST_TIMEOUT, PREFECT_CLIENT_MAX_RETRIES
 
     context = get_settings_context()
-    current, quick = _QUICK.get(id(context.settings), (None, None))
-    if current is not context.settings:
-        current = context.settings
-        quick = current.copy_with_update(
+    if not _QUICK or _QUICK[0][0] is not context.settings:
+        quick = context.settings.copy_with_update(
             updates={PREFECT_CLIENT_MAX_RETRIES: 0, PREFECT_API_REQUEST_TIMEOUT: 10.0}
         )
-        _QUICK.clear()  # only the settings in force are worth keeping
-        _QUICK[id(current)] = (current, quick)
-    return SettingsContext(profile=context.profile, settings=quick)
+        _QUICK[:] = [(context.settings, quick)]
+    return SettingsContext(profile=context.profile, settings=_QUICK[0][1])
 
 
 @functools.cache
