@@ -2,9 +2,12 @@
 
 The scaled installation of demo/scaled.py: the Prefect server and the case store on PostgreSQL,
 prefect.yaml's deployments on the process work pool, and two hosts (network namespaces, each
-reaching the server and PostgreSQL by its link's address). Each host stands for a machine with one
-core: its worker and the flow processes it starts are pinned to one CPU (`--no-pin` lets them
-roam). The Prefect server, PostgreSQL and this process run unpinned beside them.
+reaching the server and PostgreSQL by its link's address). Each host stands for a machine of its
+own with half a core: its worker and the flow processes it starts run in a CPU control group
+capped at `--host-cores` (demo/cpushare.py; `--pin` pins each host to one CPU instead or as well).
+The Prefect server, PostgreSQL and this process have the rest of the machine, as they would have
+their own. Without the cap, on a 2-core machine, the second host takes its CPU from the server,
+and the ratio shows the machine, not the workers.
 
 1. **one worker** (host 0): N new cases are started as `remedy start` does; the clock runs until
    every one waits at its first decision (screening requested, its run suspended on it).
@@ -41,6 +44,8 @@ class Phase:
     seconds: float = 0.0
     first_decision_s: list[float] = field(default_factory=list)
     worker_cpu_s: float = 0.0
+    server_cpu_s: float = 0.0  # the Prefect server's processes
+    machine_cpu_s: float = 0.0  # everything: workers, server, PostgreSQL, this process
 
     @property
     def per_minute(self) -> float:
@@ -74,7 +79,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--crash-cases", type=int, default=30, help="cases in the host-lost run (0: skip it)"
     )
     parser.add_argument(
-        "--pin", action=argparse.BooleanOptionalAction, default=True, help="one CPU per host"
+        "--pin", action=argparse.BooleanOptionalAction, default=False, help="one CPU per host"
+    )
+    parser.add_argument(
+        "--host-cores",
+        type=float,
+        default=0.5,
+        help="cap each host at this many cores (a CPU control group: demo/cpushare.py; "
+        "default 0.5; 0: not capped)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs) afterwards")
 
@@ -88,11 +100,13 @@ def _worker_cpu(scaled: Any) -> float:
 
 def first_decisions(scaled: Any, workers: int, n: int) -> Phase:
     """Start n new cases; time until every one waits at its first decision."""
-    from bench.common import say
+    from bench.common import cpu_seconds, machine_cpu_seconds, say
     from demo.workload import open_cases, start_cases, waiting_first
 
     phase = Phase(workers, n)
     refs = open_cases(n, f"bench-w{workers}")
+    server = scaled.stack.processes["prefect-server"].pid
+    server0, machine0 = cpu_seconds(server), machine_cpu_seconds()
     cpu0, t0 = _worker_cpu(scaled), time.monotonic()
     start_cases(refs)
     left = set(refs)
@@ -106,6 +120,8 @@ def first_decisions(scaled: Any, workers: int, n: int) -> Phase:
             raise TimeoutError(f"{len(left)} of {n} cases never reached their first decision")
     phase.seconds = time.monotonic() - t0
     phase.worker_cpu_s = _worker_cpu(scaled) - cpu0
+    phase.server_cpu_s = cpu_seconds(server) - server0
+    phase.machine_cpu_s = machine_cpu_seconds() - machine0
     say(f"  {workers} worker(s): {n} cases waiting after {phase.seconds:.1f} s")
     return phase
 
@@ -184,7 +200,8 @@ def measure(args: argparse.Namespace, root: Path) -> tuple[list[Phase], Crash | 
                 load_directory()
                 phases = []
                 for n, host in enumerate(scaled.hosts, start=1):
-                    scaled.start_worker(host, limit=args.limit, cpu=_cpu(args, host.number))
+                    cpu, cores = _cpu(args, host.number), args.host_cores or None
+                    scaled.start_worker(host, limit=args.limit, cpu=cpu, cores=cores)
                     phases.append(first_decisions(scaled, n, args.cases))
                 crash = lose_a_host(scaled, args.crash_cases) if args.crash_cases else None
         finally:
@@ -221,15 +238,27 @@ def summarise(args: argparse.Namespace, phases: list[Phase], crash: Crash | None
                 f"{p.seconds:.1f}",
                 f"{p.per_minute:.1f}",
                 f"{statistics.median(times):.1f}" if times else "-",
-                f"{p.worker_cpu_s:.0f}",
                 f"{p.worker_cpu_s / (2 * p.cases):.2f}",
+                f"{p.server_cpu_s / (2 * p.cases):.2f}",
+                f"{(p.machine_cpu_s - p.worker_cpu_s - p.server_cpu_s) / (2 * p.cases):.2f}",
+                f"{p.machine_cpu_s / p.seconds:.2f}" if p.seconds else "-",
             ]
         )
-    header = ["workers", "cases", "all waiting s", "cases/min", "median s", "worker CPU s"]
-    out = [grid("first decision", [*header, "CPU s/pickup"], rows)]
+    header = ["workers", "cases", "all waiting s", "cases/min", "median s"]
+    per_pickup = ["workers", "server", "the rest"]  # CPU s per pickup
+    out = [
+        grid(
+            "first decision (CPU s per pickup; cores busy: the machine's CPU s per second)",
+            [*header, *per_pickup, "cores busy"],
+            rows,
+        )
+    ]
     if len(phases) == 2 and phases[0].per_minute:
         ratio = phases[1].per_minute / phases[0].per_minute
-        out.append(f"two workers / one: {ratio:.2f}x (target >= 1.7x); pinned: {args.pin}")
+        out.append(
+            f"two workers / one: {ratio:.2f}x (target >= 1.7x); pinned: {args.pin}; "
+            f"cores per host: {args.host_cores or 'not capped'}; cores here: {os.cpu_count()}"
+        )
     if crash is not None:
         out.append(
             table(
@@ -262,6 +291,11 @@ def run(args: argparse.Namespace) -> int:
     from demo.hosts import unavailable
 
     reason = unavailable()
+    if reason is None and args.host_cores:
+        from demo.cpushare import unavailable as no_shares
+
+        reason = no_shares()
+        reason = reason and f"{reason} (--host-cores 0 runs without them)"
     if reason:
         say(f"workers bench skipped: {reason}")
         return 0

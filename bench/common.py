@@ -305,6 +305,14 @@ def cpu_seconds(pid: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def machine_cpu_seconds() -> float:
+    """Return the CPU time the whole machine has been busy (every process, every core), from
+    /proc/stat: user, nice, system, irq, softirq and steal."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    busy = [int(fields[i]) for i in (0, 1, 2, 5, 6, 7) if i < len(fields)]
+    return sum(busy) / os.sysconf("SC_CLK_TCK")
+
+
 # --- logs --------------------------------------------------------------------------------------
 
 PROBLEM = re.compile(

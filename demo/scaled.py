@@ -28,6 +28,7 @@ from typing import IO, Any
 import sqlalchemy as sa
 
 from demo.catchers import ChatReceiver, MailCatcher
+from demo.cpushare import CpuShare
 from demo.hosts import Forwarder, Host, Hosts
 from flows.local.credential import ensure_credential
 from flows.local.stack import LocalStack, free_port
@@ -111,6 +112,7 @@ class Scaled:
     env: dict[str, str]  # Remedy's settings for processes on this machine
     poll_seconds: int = 2
     workers: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
+    shares: dict[int, CpuShare] = field(default_factory=dict)
     _logs: list[IO[bytes]] = field(default_factory=list)
 
     def host_env(self, host: Host) -> dict[str, str]:
@@ -137,11 +139,17 @@ class Scaled:
         return env
 
     def start_worker(
-        self, host: Host, *, limit: int, cpu: int | None = None, timeout: float = 120.0
+        self,
+        host: Host,
+        *,
+        limit: int,
+        cpu: int | None = None,
+        cores: float | None = None,
+        timeout: float = 120.0,
     ) -> None:
         """Start a process worker (`python -m flows.worker`, Prefect's `prefect worker start` with
-        its flow runs forked: flows/prefork.py) on a host, pinned to one CPU if asked; wait till
-        it is online."""
+        its flow runs forked: flows/prefork.py) on a host, pinned to one CPU if asked, capped at
+        `cores` CPUs if asked (demo/cpushare.py); wait till it is online."""
         name = f"host-{host.number}"
         env = self.host_env(host)
         Path(env["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
@@ -150,9 +158,15 @@ class Scaled:
         log = self.log(name).open("ab")
         self._logs.append(log)
 
+        share = None
+        if cores is not None:
+            share = self.shares[host.number] = CpuShare(host.number, cores).open()
+
         def pin() -> None:  # runs in the child: the worker and its flow processes inherit it
             if cpu is not None:
                 os.sched_setaffinity(0, {cpu})
+            if share is not None:
+                share.join()
 
         self.workers[host.number] = subprocess.Popen(
             argv,
@@ -204,6 +218,9 @@ class Scaled:
         """Stop every worker (their hosts go later) and close their logs."""
         for number in list(self.workers):
             self.kill_host(self.hosts[number])
+        for share in self.shares.values():
+            share.close()
+        self.shares.clear()
         for log in self._logs:
             log.close()
         self._logs.clear()
