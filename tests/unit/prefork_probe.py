@@ -10,7 +10,17 @@ from prefect.settings import get_current_settings
 from flows.prefork import is_flow_process
 
 if __name__ == "__main__":
+    from flows.prefork import WARMED
+
+    # imported, and the store's mappers configured, by the fork server: not again in every run
+    not_warm = [name for name in WARMED if name not in sys.modules]
+    import sqlalchemy as sa
+
+    from models.tables import RemediationCase as Case
+
     seen = {
+        "not_warm": not_warm,
+        "mappers_configured": sa.inspect(Case).configured,
         "environ": dict(os.environ),
         "cwd": os.getcwd(),
         "api_url": get_current_settings().api.url,

@@ -26,7 +26,7 @@ ENGINE = [sys.executable, *ENGINE_COMMAND]
 
 @pytest.fixture(scope="module")
 def context() -> Any:
-    return fork_context(["tests.unit.prefork_probe"])
+    return fork_context(["models.tables", "tests.unit.prefork_probe"])
 
 
 class Started:
@@ -85,6 +85,9 @@ def test_the_fork_runs_in_the_environment_and_directory_it_was_given(
     assert [Path(arg).name for arg in seen["argv"]] == ["prefork_probe.py"]  # as `python -m`
     # named as a flow run (its command line is the fork server's), which a host's count needs
     assert seen["is_flow_process"] is True
+    # what every flow run would otherwise do again was done once, before the fork
+    assert seen["not_warm"] == []
+    assert seen["mappers_configured"] is True
     assert not is_flow_process(os.getpid())
 
 
