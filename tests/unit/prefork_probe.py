@@ -14,12 +14,20 @@ if __name__ == "__main__":
 
     # imported, and the store's mappers configured, by the fork server: not again in every run
     not_warm = [name for name in WARMED if name not in sys.modules]
+    import ssl
+
     import sqlalchemy as sa
 
+    from flows import tls_pool
     from models.tables import RemediationCase as Case
 
+    stocked = tls_pool.served
+    ssl.create_default_context()
     seen = {
         "not_warm": not_warm,
+        # apprise's plugins are imported, and a TLS context comes from the fork server's stock
+        "apprise_plugins": sum(name.startswith("apprise.plugins.") for name in sys.modules),
+        "tls_from_stock": tls_pool.served - stocked,
         "mappers_configured": sa.inspect(Case).configured,
         "environ": dict(os.environ),
         "cwd": os.getcwd(),

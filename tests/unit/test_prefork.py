@@ -88,6 +88,8 @@ def test_the_fork_runs_in_the_environment_and_directory_it_was_given(
     # what every flow run would otherwise do again was done once, before the fork
     assert seen["not_warm"] == []
     assert seen["mappers_configured"] is True
+    assert seen["apprise_plugins"] > 50
+    assert seen["tls_from_stock"] == 1
     assert not is_flow_process(os.getpid())
 
 
