@@ -14,7 +14,9 @@ the two argument sets those callers use (the CA file Prefect's clients verify wi
 function, the same arguments, nothing changed on them before. A forked run gets its own copy of
 the stock (fork copies the process); once its copy is used up, or for any other arguments, it
 builds contexts as before. Nothing is shared between callers, so one that turns verification off
-on its context (apprise with `verify=no`) changes nobody else's.
+on its context (apprise with `verify=no`) changes nobody else's. The stock trusts the certificates
+that were on disk when the fork server started: after changing them, restart the runner or worker,
+as after changing the code.
 """
 
 from __future__ import annotations
