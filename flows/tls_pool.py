@@ -29,7 +29,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from typing_extensions import Buffer  # the type typeshed gives cadata
 
-Key = tuple[str | None, str | None]  # (cafile, purpose's oid): the argument sets kept in stock
+# (cafile, the purpose's oid, SSL_CERT_FILE, SSL_CERT_DIR): a stocked context is served only for
+# the arguments it was made with, and, as the system's default certificates are found through
+# those two variables, only while they are what they were (a run's environment may set them)
+Key = tuple[str | None, str, str | None, str | None]
 
 _stock: dict[Key, list[ssl.SSLContext]] = {}
 _made: Callable[..., ssl.SSLContext] = ssl.create_default_context
@@ -41,7 +44,7 @@ def _key(purpose: Any, cafile: Any, capath: Any, cadata: Any) -> Key | None:
         return None
     if cafile is not None and not isinstance(cafile, str):
         return None
-    return (cafile, purpose.oid)
+    return (cafile, purpose.oid, os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
 
 
 def create_default_context(
@@ -71,7 +74,8 @@ def install(stock: dict[str | None, int]) -> None:
     verifying servers with it, and serve them from `ssl.create_default_context` in this process
     and the processes it forks."""
     for cafile, count in stock.items():
-        key = (cafile, ssl.Purpose.SERVER_AUTH.oid)
+        key = _key(ssl.Purpose.SERVER_AUTH, cafile, None, None)
+        assert key is not None
         _stock[key] = [_made(ssl.Purpose.SERVER_AUTH, cafile=cafile) for _ in range(count)]
     ssl.create_default_context = create_default_context
 

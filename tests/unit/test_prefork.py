@@ -71,6 +71,9 @@ def test_the_fork_runs_in_the_environment_and_directory_it_was_given(
     out = tmp_path / "seen.json"
     monkeypatch.setenv("REMEDY_PREFORK_PARENT_ONLY", "1")  # the fork server's, not the run's
     env = {"PROBE_OUT": str(out), "PREFECT_API_URL": "http://10.231.0.1:4200/api", "A": "b"}
+    # where the system's certificates are, as a worker passes its own on to its runs: the TLS
+    # contexts the fork server made with them serve the run (flows/tls_pool.py)
+    env |= {k: v for k, v in os.environ.items() if k in ("SSL_CERT_FILE", "SSL_CERT_DIR")}
     process = context.Process(
         target=run_engine, args=(env, str(tmp_path), True, "tests.unit.prefork_probe")
     )

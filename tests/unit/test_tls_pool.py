@@ -55,6 +55,23 @@ def test_other_arguments_are_built_as_asked(pool: None) -> None:
     assert asked[0].verify_mode == ssl.CERT_NONE  # what CLIENT_AUTH gives, not a stock one
 
 
+def test_a_run_that_names_other_default_certificates_gets_contexts_made_with_them(
+    pool: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    stocked_with = os.environ.get("SSL_CERT_FILE")
+    monkeypatch.setenv("SSL_CERT_FILE", certifi.where())  # where the defaults are looked for
+    ssl.create_default_context()
+    assert tls_pool.served == 0
+    if stocked_with is None:  # as it was when the stock was made: served from it again
+        monkeypatch.delenv("SSL_CERT_FILE")
+    else:
+        monkeypatch.setenv("SSL_CERT_FILE", stocked_with)
+    ssl.create_default_context()
+    assert tls_pool.served == 1
+
+
 def _first_pem() -> str:
     from pathlib import Path
 
