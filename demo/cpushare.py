@@ -20,6 +20,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from demo.hosts import owner_alive
+
 ROOT = Path("/sys/fs/cgroup")
 PREFIX = "remedy-host"  # remedy-host-<owner pid>-<n>, as the hosts' namespaces are named
 PERIOD_US = 100_000
@@ -51,22 +53,12 @@ def unavailable() -> str | None:
     return None
 
 
-def _owner_alive(name: str) -> bool:
-    try:
-        os.kill(int(name.split("-")[2]), 0)
-    except (IndexError, ValueError, ProcessLookupError):
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def remove_stale() -> list[str]:
     """Delete the empty groups of runs that were killed; return their names."""
     base, _ = _hierarchy()
     removed = []
     for group in base.glob(f"{PREFIX}-*"):
-        if group.is_dir() and not _owner_alive(group.name):
+        if group.is_dir() and not owner_alive(group.name):
             with contextlib.suppress(OSError):  # still holds a process: left for a later run
                 group.rmdir()
                 removed.append(group.name)

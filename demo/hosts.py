@@ -113,7 +113,8 @@ def _used_subnets() -> set[int]:
     return used
 
 
-def _owner_alive(name: str) -> bool:
+def owner_alive(name: str) -> bool:
+    """Tell whether the process a `remedy-host-<pid>-<n>` name carries is alive."""
     parts = name.split("-")
     try:
         os.kill(int(parts[2]), 0)
@@ -129,7 +130,7 @@ def remove_stale() -> list[str]:
     removed = []
     for line in _ip("netns", "list").splitlines():
         name = line.split()[0] if line.strip() else ""
-        if name.startswith(PREFIX + "-") and not _owner_alive(name):
+        if name.startswith(PREFIX + "-") and not owner_alive(name):
             Host(name, 0, "", "").kill()
             with contextlib.suppress(HostsError):
                 _ip("netns", "delete", name)
