@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,9 +106,21 @@ class CpuShare:
         except OSError:
             return []
 
-    def close(self) -> None:
-        """Remove the group, once its processes are gone (the hosts kill them first)."""
-        if self.path is not None:
-            with contextlib.suppress(OSError):
+    def close(self, timeout: float = 5.0) -> None:
+        """Remove the group once its processes are gone (the hosts kill them first; a killed
+        process whose parent died stays in the group until init reaps it, so this waits up to
+        `timeout` seconds; a group still busy then is left to the next run's remove_stale)."""
+        if self.path is None:
+            return
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
                 self.path.rmdir()
-            self.path = None
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                if time.monotonic() >= deadline:
+                    break
+                time.sleep(0.05)
+        self.path = None
