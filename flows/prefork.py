@@ -47,7 +47,8 @@ WARMED = (
     "stringprep",
     "tasks.reports.artifacts",
 )
-# Imported last: imports WARMED and configures the store's mappers (flows/prefork_warm.py).
+# Imported last: imports WARMED and apprise's plugins, configures the store's mappers and builds
+# the stock of TLS contexts (flows/prefork_warm.py).
 WARM = "flows.prefork_warm"
 
 
