@@ -19,10 +19,10 @@ from models.enums import CaseState, DecisionKind, MilestoneStatus, OwedKind
 from models.iso4217 import format_amount
 from models.tables import DecisionRequest
 from tasks.context import utcnow
-from tasks.decisions.requests import waiting_requests
+from tasks.decisions.requests import case_state_and_waiting
 from tasks.decisions.resume import await_verdict, issued_code, submit_with_code
 from tasks.orchestration.runs import hand_over
-from tasks.store.cases import case_summary, get_case
+from tasks.store.cases import get_case
 
 Script = dict[DecisionKind, tuple[str, dict[str, Any]]]
 
@@ -195,10 +195,9 @@ class ScriptedStakeholders:
         """Take the case's decisions as they come, until it reaches `until`."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            state = case_summary(case_ref).state
+            state, waiting = case_state_and_waiting(case_ref)
             if state == until:
                 return
-            waiting = waiting_requests(case_ref)
             if waiting:
                 self.decide(waiting[0])
                 continue

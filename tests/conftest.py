@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,10 +194,30 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     shares a Prefect server: the tests on the session's server (the `e2e` fixture) run on one
     worker, so the session starts one server; an end-to-end module that starts a stack of its own
     stays on one worker (its module fixtures are made once); everything else goes to whichever
-    worker is free."""
+    worker is free.
+
+    Then order the work as xdist hands it out (`make test` turns its own ordering off): the
+    test marked `longest` first, so it starts at once on a worker of its own while the other
+    worker takes the session's server and everything else comes to whichever is free; then the
+    groups, largest first; then the single tests, as collected. Started last, the longest test
+    would be the suite's tail (tests/unit/test_xdist.py)."""
     e2e = ROOT / "tests" / "e2e"
+    group: dict[str, str] = {}
     for item in items:
         if "e2e" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("prefect-session"))
+            group[item.nodeid] = "prefect-session"
         elif item.path.is_relative_to(e2e):
-            item.add_marker(pytest.mark.xdist_group(f"own-stack-{item.path.stem}"))
+            group[item.nodeid] = f"own-stack-{item.path.stem}"
+        else:
+            continue
+        item.add_marker(pytest.mark.xdist_group(group[item.nodeid]))
+    sizes = Counter(group.values())
+    longest = {group.get(i.nodeid, i.nodeid) for i in items if i.get_closest_marker("longest")}
+
+    def order(item: pytest.Item) -> tuple[int, int]:
+        scope = group.get(item.nodeid, item.nodeid)
+        if scope in longest:
+            return (0, 0)
+        return (1, -sizes[scope]) if scope in sizes else (2, 0)
+
+    items.sort(key=order)  # stable: a group's tests, and the single tests, keep their order

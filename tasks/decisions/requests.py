@@ -333,18 +333,26 @@ def cancel_waiting(
 
 def waiting_requests(case_ref: str) -> list[DecisionRequest]:
     """Return a case's waiting decision requests (for the CLI and the approval page)."""
+    return case_state_and_waiting(case_ref)[1]
+
+
+def case_state_and_waiting(case_ref: str) -> tuple[CaseState, list[DecisionRequest]]:
+    """Return a case's state and its waiting decision requests, oldest first, read together.
+
+    What someone taking a case's decisions looks at between two of them (the scripted people
+    of the demo and the tests poll it): one short read, not the case summary's six queries.
+    """
     with read_only() as session:
         case = get_case(session, case_ref)
-        return list(
-            session.exec(
-                select(DecisionRequest)
-                .where(
-                    DecisionRequest.case_id == case.id,
-                    DecisionRequest.status == DecisionRequestStatus.WAITING,
-                )
-                .order_by(col(DecisionRequest.requested_at))
-            ).all()
-        )
+        waiting = session.exec(
+            select(DecisionRequest)
+            .where(
+                DecisionRequest.case_id == case.id,
+                DecisionRequest.status == DecisionRequestStatus.WAITING,
+            )
+            .order_by(col(DecisionRequest.requested_at))
+        ).all()
+        return case.state, list(waiting)
 
 
 def describe_request(request_id: uuid.UUID, *, for_page: bool = False) -> str:

@@ -44,7 +44,7 @@ from models.enums import CaseState
 from tests.conftest import PG_URL, _clear_caches, require
 from tests.e2e.helpers import wait_for
 
-pytestmark = [pytest.mark.prefect, pytest.mark.slow, pytest.mark.postgres]
+pytestmark = [pytest.mark.prefect, pytest.mark.slow, pytest.mark.postgres, pytest.mark.longest]
 
 CASES = int(os.environ.get("REMEDY_TEST_WORKER_CASES", "6"))
 LIMIT = 4  # flow runs per worker at once

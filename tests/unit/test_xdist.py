@@ -1,10 +1,12 @@
 """`make test` runs on two pytest-xdist workers and keeps the tests on the session's Prefect
 server on one of them (tests/conftest.py, `pytest_collection_modifyitems`): one server a session.
 This runs a small suite the same way and checks the grouping holds with the installed versions
-(pytest 9.2 silently stopped it: pyproject.toml pins below it)."""
+(pytest 9.2 silently stopped it: pyproject.toml pins below it), and that the test marked
+`longest` is handed out first."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -41,17 +43,7 @@ def test_the_session_server_tests_share_one_worker(tmp_path: Path) -> None:
     (tmp_path / "tests" / "conftest.py").write_text(
         "from tests.conftest import pytest_collection_modifyitems  # noqa: F401\n"
     )
-    argv = [sys.executable, "-m", "pytest", "-n", "2", "--dist", "loadgroup", "-v"]
-    argv += ["-p", "no:cacheprovider", "--rootdir", str(tmp_path), str(tmp_path / "tests")]
-    done = subprocess.run(
-        argv,
-        cwd=ROOT,  # where `tests.conftest` imports from
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    done = _make_test(tmp_path)
     # "[gw1] [ 50%] PASSED tests/test_grouped.py::test_on_the_server[3]@prefect-session"
     lines = [line.split() for line in done.stdout.splitlines() if "PASSED" in line]
     grouped = {w[0] for w in lines if "test_on_the_server" in w[-1]}
@@ -59,3 +51,73 @@ def test_the_session_server_tests_share_one_worker(tmp_path: Path) -> None:
     assert len(grouped) == 1, done.stdout
     assert len(lines) == 12, done.stdout
     assert elsewhere, done.stdout
+
+
+LONGEST = """
+import os
+import time
+import pytest
+
+
+def _started(name):
+    with open(os.environ["STARTED"], "a") as f:
+        f.write(name + "\\n")
+
+
+@pytest.fixture
+def e2e():
+    return None
+
+
+@pytest.mark.parametrize("i", range(4))
+def test_on_the_server(e2e, i):
+    _started(f"server{i}")
+
+
+@pytest.mark.parametrize("i", range(8))
+def test_quick(i):
+    _started(f"quick{i}")
+
+
+@pytest.mark.longest
+def test_collected_last_but_longest():
+    _started("longest")
+    time.sleep(1)
+"""
+
+
+def test_the_longest_test_is_handed_out_first(tmp_path: Path) -> None:
+    """Started last, the multi-host test (30 cases, most of the suite's time) would be the
+    suite's tail: it starts first, on one worker, while the other takes the rest."""
+    pytest.importorskip("xdist")
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_longest.py").write_text(LONGEST)
+    (tmp_path / "tests" / "conftest.py").write_text(
+        "from tests.conftest import pytest_collection_modifyitems  # noqa: F401\n"
+    )
+    started = tmp_path / "started"
+    done = _make_test(tmp_path, STARTED=str(started))
+    order = started.read_text().split()
+    assert "longest" in order[:2], order  # one of the first two tests, one per worker
+    lines = [line.split() for line in done.stdout.splitlines() if "PASSED" in line]
+    (worker,) = {w[0] for w in lines if "but_longest" in w[-1]}
+    # its worker takes only what is left once the session server's tests are given out
+    assert {w[0] for w in lines if "test_on_the_server" in w[-1]} != {worker}, done.stdout
+
+
+def _make_test(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run tmp_path/tests as `make test` runs the suite (the Makefile's pytest line)."""
+    line = next(x for x in (ROOT / "Makefile").read_text().splitlines() if "$(BIN)/pytest" in x)
+    argv = [sys.executable, "-m", "pytest", *line.split()[1:], "-v", "-p", "no:cacheprovider"]
+    argv += ["--rootdir", str(tmp_path), str(tmp_path / "tests")]
+    done = subprocess.run(
+        argv,
+        cwd=ROOT,  # where `tests.conftest` imports from
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, **env},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done
