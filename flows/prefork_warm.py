@@ -2,7 +2,8 @@
 otherwise do again after the fork. Measured per pickup before this module (bench/README.md,
 Forked pickups): importing modules the engine and the steps import only once they run, apprise's
 notification plugins (0.2 s in each run that sends), configuring the store's SQLAlchemy mappers,
-and building TLS contexts (flows/tls_pool.py).
+building TLS contexts (flows/tls_pool.py), and (measured with py-spy in `bench workers`: 9% of
+the forked runs' CPU) importing psycopg and Jinja and compiling the message templates.
 
 Importing it has these effects on purpose; nothing else imports it.
 """
@@ -16,12 +17,19 @@ from sqlalchemy.orm import configure_mappers
 
 from flows import tls_pool
 from flows.prefork import WARMED
+from notifications.render import environment
 
 for _name in WARMED:
     importlib.import_module(_name)
 
 NotificationManager().load_modules()  # apprise imports its plugins on first use otherwise
 configure_mappers()  # every mapper imported so far (the steps' modules brought the tables)
+
+# the one environment messages are rendered with, its templates compiled (Jinja checks each
+# file's modification time when a run takes it: an edited template is compiled again)
+_templates = environment()
+for _name in _templates.list_templates(filter_func=lambda name: not name.startswith("report/")):
+    _templates.get_template(_name)  # report/ is the lessons report's (tasks/reports)
 
 # the CA file Prefect's clients verify with (as prefect.client.orchestration picks it), and the
 # system's default certificates that apprise's e-mail uses (measured: 9 and 2 in a pickup that asks

@@ -90,6 +90,8 @@ def test_the_fork_runs_in_the_environment_and_directory_it_was_given(
     assert seen["is_flow_process"] is True
     # what every flow run would otherwise do again was done once, before the fork
     assert seen["not_warm"] == []
+    assert seen["imported_after_the_fork"] == []
+    assert seen["templates_compiled"] == seen["templates"] > 10
     assert seen["mappers_configured"] is True
     assert seen["apprise_plugins"] > 50
     assert seen["tls_from_stock"] == 1
