@@ -344,15 +344,21 @@ def case_state_and_waiting(case_ref: str) -> tuple[CaseState, list[DecisionReque
     """
     with read_only() as session:
         case = get_case(session, case_ref)
-        waiting = session.exec(
+        return case.state, waiting_in(session, case.id)
+
+
+def waiting_in(session: Session, case_id: uuid.UUID) -> list[DecisionRequest]:
+    """Return a case's waiting decision requests, oldest first, in an open session."""
+    return list(
+        session.exec(
             select(DecisionRequest)
             .where(
-                DecisionRequest.case_id == case.id,
+                DecisionRequest.case_id == case_id,
                 DecisionRequest.status == DecisionRequestStatus.WAITING,
             )
             .order_by(col(DecisionRequest.requested_at))
         ).all()
-        return case.state, list(waiting)
+    )
 
 
 def describe_request(request_id: uuid.UUID, *, for_page: bool = False) -> str:

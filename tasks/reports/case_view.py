@@ -20,7 +20,6 @@ from sqlmodel import col, select
 
 from models.enums import (
     DecisionKind,
-    DecisionRequestStatus,
     MilestoneStatus,
     PlanStatus,
     Role,
@@ -32,7 +31,6 @@ from models.tables import (
     AuditEvent,
     CaseMember,
     Decision,
-    DecisionRequest,
     PlanAction,
     ReporterReceipt,
     Stakeholder,
@@ -41,6 +39,7 @@ from notifications.outbox import without_addresses
 from tasks.actors import Operator
 from tasks.case_state import current_plan, milestone_summary
 from tasks.context import current_policy
+from tasks.decisions.requests import waiting_in
 from tasks.markdown import md_text
 from tasks.monitoring.reporter_deadlines import ReceiptTimes, receipt_times, timeliness
 from tasks.steps.table import spec_of
@@ -71,14 +70,7 @@ def case_view(case_ref: str, *, now: datetime, link: Callable[[uuid.UUID], str |
     """
     with read_only() as session:
         case = get_case(session, case_ref)
-        waiting = session.exec(
-            select(DecisionRequest)
-            .where(
-                DecisionRequest.case_id == case.id,
-                DecisionRequest.status == DecisionRequestStatus.WAITING,
-            )
-            .order_by(col(DecisionRequest.requested_at))
-        ).all()
+        waiting = waiting_in(session, case.id)
         plan = current_plan(session, case.id, PlanStatus.APPROVED) or current_plan(
             session, case.id, PlanStatus.DRAFT
         )
