@@ -8,6 +8,7 @@ the forked runs' CPU) importing psycopg and Jinja and compiling the message temp
 Importing it has these effects on purpose; nothing else imports it.
 """
 
+import gc
 import importlib
 
 import certifi
@@ -35,3 +36,7 @@ for _name in _templates.list_templates(filter_func=lambda name: not name.startsw
 # system's default certificates that apprise's e-mail uses (measured: 9 and 2 in a pickup that asks
 # its first question and sends its e-mails)
 tls_pool.install({PREFECT_API_SSL_CERT_FILE.value() or certifi.where(): 12, None: 12})
+
+# what this warm-up and the preloaded modules after `tasks` built live as long as the fork server:
+# set aside from the runs' garbage collections too, as tasks/__init__.py does for what came before
+gc.freeze()

@@ -1,6 +1,7 @@
 """Run by tests/unit/test_prefork.py in a forked child in place of `prefect.engine`: writes what
 the child sees (environment, directory, Prefect's settings, modules) to PROBE_OUT, as JSON."""
 
+import gc
 import json
 import os
 import sys
@@ -10,6 +11,8 @@ from prefect.settings import get_current_settings
 from flows.prefork import is_flow_process
 
 if __name__ == "__main__":
+    # the fork server's objects left to the run's garbage collections (gc.freeze sets them aside)
+    unfrozen = len(gc.get_objects())
     from flows.prefork import WARMED
 
     # imported, and the store's mappers configured, by the fork server: not again in every run
@@ -41,6 +44,7 @@ if __name__ == "__main__":
         "tls_from_stock": tls_pool.served - stocked,
         "mappers_configured": sa.inspect(Case).configured,
         "imported_after_the_fork": imported,
+        "unfrozen_at_start": unfrozen,
         "templates": len(templates),
         "templates_compiled": compiled,
         "environ": dict(os.environ),

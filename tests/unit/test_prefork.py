@@ -91,6 +91,7 @@ def test_the_fork_runs_in_the_environment_and_directory_it_was_given(
     # what every flow run would otherwise do again was done once, before the fork
     assert seen["not_warm"] == []
     assert seen["imported_after_the_fork"] == []
+    assert seen["unfrozen_at_start"] < 10_000, seen["unfrozen_at_start"]  # 33,638 before
     assert seen["templates_compiled"] == seen["templates"] > 10
     assert seen["mappers_configured"] is True
     assert seen["apprise_plugins"] > 50
