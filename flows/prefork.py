@@ -50,8 +50,9 @@ WARMED = (
     "stringprep",
     "tasks.reports.artifacts",
 )
-# Imported last: imports WARMED and apprise's plugins, configures the store's mappers and builds
-# the stock of TLS contexts (flows/prefork_warm.py).
+# Imported last: imports WARMED and apprise's plugins, configures the store's mappers, compiles
+# the message templates, builds the stock of TLS contexts and freezes what it built out of the
+# runs' garbage collections (flows/prefork_warm.py).
 WARM = "flows.prefork_warm"
 
 

@@ -18,7 +18,7 @@ from sqlalchemy.orm import configure_mappers
 
 from flows import tls_pool
 from flows.prefork import WARMED
-from notifications.render import environment
+from notifications.render import environment, message_templates
 
 for _name in WARMED:
     importlib.import_module(_name)
@@ -28,9 +28,8 @@ configure_mappers()  # every mapper imported so far (the steps' modules brought 
 
 # the one environment messages are rendered with, its templates compiled (Jinja checks each
 # file's modification time when a run takes it: an edited template is compiled again)
-_templates = environment()
-for _name in _templates.list_templates(filter_func=lambda name: not name.startswith("report/")):
-    _templates.get_template(_name)  # report/ is the lessons report's (tasks/reports)
+for _name in message_templates():
+    environment().get_template(_name)
 
 # the CA file Prefect's clients verify with (as prefect.client.orchestration picks it), and the
 # system's default certificates that apprise's e-mail uses (measured: 9 and 2 in a pickup that asks

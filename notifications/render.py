@@ -155,6 +155,12 @@ def environment() -> Environment:
     return env
 
 
+def message_templates() -> list[str]:
+    """Name the templates the message environment renders (report/ is the lessons report's,
+    rendered by its own environment in tasks/reports)."""
+    return environment().list_templates(filter_func=lambda name: not name.startswith("report/"))
+
+
 def message_format(channel: NotificationChannel, *, html: bool) -> str:
     """Return the body format for a channel (chat is markdown; e-mail HTML unless asked not)."""
     if channel == NotificationChannel.CHAT:
